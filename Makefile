@@ -1,0 +1,53 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both install what they need (venv + Python deps, MariaDB via apt-get, Kafka jars via Maven)
+# and start throwaway services under .run/ (see devenv/).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: venv services-up services-down services-status test test-unit demo bench check clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+services-up: venv
+	$(PY) -m devenv up
+
+services-down: venv
+	$(PY) -m devenv down
+
+services-status: venv
+	$(PY) -m devenv status
+
+# Unit tests (no services) then integration tests (real MariaDB + Kafka).
+# Services are stopped afterwards unless KEEP_SERVICES=1 (handy for quick re-runs).
+test: venv
+	@$(PY) -m devenv up || { $(PY) -m devenv down; exit 1; }; \
+	$(VENV)/bin/pytest $(PYTEST_ARGS) tests; rc=$$?; \
+	if [ -z "$(KEEP_SERVICES)" ]; then $(PY) -m devenv down; fi; \
+	exit $$rc
+
+test-unit: venv
+	$(VENV)/bin/pytest $(PYTEST_ARGS) tests/unit
+
+demo: venv
+	$(PY) -m devenv up
+	$(PY) -m devenv.demo; rc=$$?; $(PY) -m devenv down; exit $$rc
+
+check: venv
+	$(VENV)/bin/cdc-bridge check --mappings mappings
+
+bench: venv
+	$(PY) -m devenv up
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+clean:
+	-$(PY) -m devenv down
+	rm -rf .run

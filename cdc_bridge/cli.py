@@ -1,0 +1,186 @@
+"""cdc-bridge command line: run | check | inspect.
+
+Exit codes: 0 ok; 1 mapping errors; 2 schema problems found by `check`; 3 server
+settings; 64 usage; 70 recovery refused; 78 bad configuration; source errors
+(see docs/source.md) and sink errors (docs/kafka.md) carry their own codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from cdc_bridge import __version__
+
+log = structlog.get_logger("cdc_bridge")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cdc-bridge",
+        description=(
+            "Tails a MySQL/MariaDB binlog, turns committed row changes into commands through the YAML "
+            "mappings, applies them to aggregates whose state lives in LMDB, and publishes the resulting "
+            "domain events to Kafka exactly once."
+        ),
+        epilog="Configuration keys and their environment variables: docs/configuration.md. Mappings: docs/mappings.md.",
+    )
+    p.add_argument("--version", action="version", version=f"cdc-bridge {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run the bridge until SIGTERM/SIGINT (SIGHUP reloads the mappings)",
+        description="Run the bridge: stream the binlog, apply aggregates, publish events. SIGTERM/SIGINT stop it "
+        "cleanly (the open batch is committed); SIGHUP reloads and validates the mappings, keeping the old ones "
+        "if the new ones are invalid. Metrics, /healthz and /readyz are served on http.port.",
+    )
+    run.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file (environment variables CDC_BRIDGE__* override it)")
+    run.add_argument("--print-config", action="store_true", help="print the effective configuration (secrets masked) and exit")
+
+    chk = sub.add_parser(
+        "check",
+        help="validate the mappings offline, and against the live database when one is configured",
+        description="Validate every mapping file (errors name file:line and key). With --config or --db-host, also "
+        "check tables, columns, keys and the server's binlog settings, and print what will be captured. "
+        "Exit 0 only when all is well.",
+    )
+    chk.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file (mappings_dir and source connection)")
+    chk.add_argument("--mappings", "-m", metavar="DIR", help="mappings directory (overrides the config's mappings_dir)")
+    chk.add_argument("--db-host", help="database host for the live check")
+    chk.add_argument("--db-port", type=int, default=3306)
+    chk.add_argument("--db-user", default="root")
+    chk.add_argument("--db-password", default=None, help="prefer the CDC_BRIDGE__SOURCE__PASSWORD environment variable")
+    chk.add_argument("--offline", action="store_true", help="only validate the files, even if a connection is configured")
+
+    ins = sub.add_parser(
+        "inspect",
+        help="show the bridge's checkpoint, state position and an aggregate's stored state",
+        description="Read-only look at what the bridge stored: the Kafka checkpoint, the LMDB applied position, "
+        "held children, and optionally one aggregate's record.",
+    )
+    ins.add_argument("--config", "-c", metavar="FILE", required=True)
+    ins.add_argument("--aggregate", help="aggregate type, e.g. Order")
+    ins.add_argument("--id", dest="aggregate_id", help="aggregate id, e.g. 42")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from cdc_bridge.observability.logging import configure_logging
+
+    configure_logging()
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "check":
+            return _check(args)
+        if args.command == "inspect":
+            return _inspect(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        code = getattr(e, "exit_code", None)
+        if code is None:
+            raise
+        log.error(type(e).__name__, error=str(e), exit_code=code)
+        print(f"cdc-bridge: {e}", file=sys.stderr)
+        return int(code)
+    return 64
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cdc_bridge.config import load_config
+    from cdc_bridge.mapping.loader import load_mappings
+    from cdc_bridge.observability.http import HealthServer
+    from cdc_bridge.observability.logging import configure_logging
+    from cdc_bridge.observability.metrics import BridgeMetrics
+    from cdc_bridge.pipeline import Bridge
+
+    cfg = load_config(args.config)
+    configure_logging(cfg.log_level)
+    if args.print_config:
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))  # SecretStr dumps as "**********"
+        return 0
+    mappings = load_mappings(cfg.mappings_dir)  # a bad mapping never starts the daemon
+    metrics = BridgeMetrics()
+    metrics.info.info({"version": __version__, "name": cfg.name})
+    bridge = Bridge(cfg, mappings, metrics)
+    http = HealthServer(cfg.http.host, cfg.http.port, metrics.registry, bridge.health, bridge.readiness)
+    http.start()
+    log.info("bridge starting", name=cfg.name, http_port=http.port, mappings=str(cfg.mappings_dir),
+             aggregates=[a.aggregate for a in mappings.aggregates])
+
+    def on_stop(signum, _frame):
+        log.info("stop requested", signal=signal.Signals(signum).name)
+        bridge.stop()
+
+    def on_hup(_signum, _frame):
+        log.info("mapping reload requested (SIGHUP)")
+        bridge.request_reload()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    try:
+        rc = bridge.run()
+    finally:
+        http.stop()
+    log.info("bridge stopped", position=str(bridge.committed) if bridge.committed else None)
+    return rc
+
+
+def _check(args: argparse.Namespace) -> int:
+    from cdc_bridge.mapping import check as mcheck
+
+    mappings_dir: Path | None = Path(args.mappings) if args.mappings else None
+    conn = None
+    if args.config:
+        from cdc_bridge.config import load_config
+
+        cfg = load_config(args.config)
+        mappings_dir = mappings_dir or cfg.mappings_dir
+        s = cfg.source
+        conn = {"host": s.host, "port": s.port, "user": s.user, "password": s.password.get_secret_value()}
+    if args.db_host:
+        import os
+
+        pw = args.db_password if args.db_password is not None else os.environ.get("CDC_BRIDGE__SOURCE__PASSWORD", "")
+        conn = {"host": args.db_host, "port": args.db_port, "user": args.db_user, "password": pw}
+    if mappings_dir is None:
+        mappings_dir = Path("mappings")
+    report = mcheck.check_offline(mappings_dir) if (conn is None or args.offline) else mcheck.check_live(mappings_dir, conn)
+    print(report.render())
+    return report.exit_code
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from cdc_bridge.aggregate.router import partition_for
+    from cdc_bridge.config import load_config
+    from cdc_bridge.sink.checkpoint import read_checkpoint
+    from cdc_bridge.state.lmdb_store import LmdbStateStore
+
+    cfg = load_config(args.config)
+    ckpt_topic = cfg.kafka.checkpoint_topic or f"{cfg.name}.checkpoints"
+    out: dict = {"checkpoint": read_checkpoint(cfg.kafka, ckpt_topic, cfg.name)}
+    store = LmdbStateStore(cfg.state.dir, partitions=cfg.state.partitions, map_size=cfg.state.map_size_mb << 20)
+    try:
+        pos = store.applied_position()
+        out["state"] = {"applied_position": pos.to_dict() if pos else None, "meta": store.meta(), **store.stats()}
+        if args.aggregate and args.aggregate_id:
+            p = partition_for(args.aggregate_id, cfg.state.partitions)
+            rec = store.get(p, args.aggregate, args.aggregate_id)
+            out["aggregate"] = {"partition": p, "record": rec.to_dict() if rec else None}
+    finally:
+        store.close()
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

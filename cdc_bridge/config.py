@@ -1,0 +1,140 @@
+"""Bridge settings: one YAML file, every key overridable by an environment variable.
+
+Environment overrides use the prefix CDC_BRIDGE and a double underscore between
+levels, upper case:  source.password -> CDC_BRIDGE__SOURCE__PASSWORD,
+batch.max_wait_ms -> CDC_BRIDGE__BATCH__MAX_WAIT_MS. Any key may instead be read
+from a file by appending _FILE (CDC_BRIDGE__SOURCE__PASSWORD_FILE=/run/secrets/db),
+which is how container secrets are usually mounted. Secrets are pydantic SecretStr:
+they never appear in logs, `repr` or `cdc-bridge run --print-config`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cdc_bridge.sink.settings import KafkaSettings
+from cdc_bridge.source.settings import SourceSettings
+
+ENV_PREFIX = "CDC_BRIDGE__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StateSettings(_Section):
+    dir: Path = Field(default=Path("state"), description="LMDB state directory (a persistent volume in production)")
+    partitions: int = Field(default=16, ge=1, le=4096, description="state partitions: murmur2(aggregate id) mod P")
+    map_size_mb: int = Field(default=1024, ge=16, description="initial LMDB map size; grows automatically")
+
+
+class BatchSettings(_Section):
+    max_transactions: int = Field(default=1000, ge=1, description="source transactions per Kafka transaction")
+    max_events: int = Field(default=10000, ge=1, description="events per Kafka transaction (soft limit)")
+    max_wait_ms: int = Field(default=100, ge=0, description="longest time a read transaction waits to be published")
+
+
+class HeldSettings(_Section):
+    max_age_seconds: float = Field(default=3600.0, gt=0, description="held children older than this (source time) become orphans")
+    max_count: int = Field(default=100000, ge=1, description="held children per partition before the oldest become orphans")
+
+
+class HttpSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=9108, ge=0, le=65535, description="metrics, /healthz and /readyz; 0 picks a free port")
+
+
+class BridgeConfig(_Section):
+    name: str = Field(
+        default="cdc-bridge",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="identity of this bridge: transactional.id, checkpoint key and default topic names; one bridge per source",
+    )
+    source: SourceSettings
+    kafka: KafkaSettings
+    mappings_dir: Path = Path("mappings")
+    state: StateSettings = Field(default_factory=StateSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    held: HeldSettings = Field(default_factory=HeldSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    start: Literal["current", "earliest"] = Field(
+        default="current",
+        description="where a bridge with no checkpoint starts: 'current' (the server's position now) or 'earliest' (oldest binlog)",
+    )
+    ready_max_lag_seconds: float = Field(default=60.0, description="/readyz fails while lag is above this")
+    log_level: str = "INFO"
+    tombstones: bool = Field(default=False, description="also write a Kafka tombstone (null value) after a deletion event")
+
+
+class ConfigError(Exception):
+    exit_code = 78  # EX_CONFIG
+
+
+def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> BridgeConfig:
+    """Reads the YAML file (optional), applies environment overrides, validates."""
+    env = dict(os.environ if env is None else env)
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist; pass --config with the path of your bridge.yaml")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections (source, kafka, ...)")
+    apply_env_overrides(data, env)
+    try:
+        cfg = BridgeConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, path)) from None
+    if path is not None:
+        # Relative paths in the file are relative to the file, not to the working directory.
+        base = Path(path).resolve().parent
+        if not cfg.mappings_dir.is_absolute():
+            cfg.mappings_dir = base / cfg.mappings_dir
+        if not cfg.state.dir.is_absolute():
+            cfg.state.dir = base / cfg.state.dir
+    return cfg
+
+
+def apply_env_overrides(data: dict[str, Any], env: dict[str, str]) -> None:
+    for key, value in sorted(env.items()):
+        if not key.startswith(ENV_PREFIX):
+            continue
+        parts = key[len(ENV_PREFIX):].lower().split("__")
+        if parts[-1].endswith("_file"):
+            parts[-1] = parts[-1][: -len("_file")]
+            try:
+                value = Path(value).read_text().rstrip("\n")
+            except OSError as e:
+                raise ConfigError(f"{key} names {value!r}, which cannot be read: {e}") from e
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        # Raw strings: pydantic's lax mode turns "5" into 5 for int keys, while a password "0123" stays a string.
+        node[parts[-1]] = value
+
+
+def _describe(e: ValidationError, path: str | Path | None) -> str:
+    where = str(path) if path else "configuration"
+    lines = [f"{where}: {e.error_count()} problem(s):"]
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        env_name = ENV_PREFIX + "__".join(str(x).upper() for x in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/configuration.md)"
+        elif err["type"] == "missing":
+            msg = f"required; set it in the file or with {env_name}"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)

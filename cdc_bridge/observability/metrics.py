@@ -1,0 +1,84 @@
+"""Prometheus metrics of the bridge. Every name here is documented in docs/operations.md
+and used by deploy/grafana/dashboard.json and deploy/prometheus/alerts.yml (a test checks that)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+# Latency buckets from 5 ms to 60 s: the interesting range for CDC lag.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 5, 10, 30, 60)
+
+
+class BridgeMetrics:
+    """All metrics in one object with its own registry, so tests can run several bridges."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.info = Info("cdc_bridge", "Bridge build and identity", registry=r)
+        # source
+        self.lag_seconds = Gauge(
+            "cdc_bridge_source_lag_seconds",
+            "Seconds between the commit time of the last source transaction read and now (0 when idle and caught up)",
+            registry=r,
+        )
+        self.source_position = Info(
+            "cdc_bridge_source_position", "Last source position committed to Kafka (gtid, binlog file, offset)", registry=r
+        )
+        self.binlog_file_index = Gauge(
+            "cdc_bridge_source_binlog_file_index", "Sequence number of the binlog file of the last committed position", registry=r
+        )
+        self.binlog_offset = Gauge(
+            "cdc_bridge_source_binlog_offset_bytes", "Offset in the binlog file of the last committed position", registry=r
+        )
+        self.source_transactions = Counter(
+            "cdc_bridge_source_transactions", "Committed source transactions read from the binlog", registry=r
+        )
+        self.source_rows = Counter("cdc_bridge_source_rows", "Row changes read from the binlog", ["table"], registry=r)
+        self.source_connected = Gauge("cdc_bridge_source_connected", "1 while the binlog connection is up", registry=r)
+        # mapping / aggregates
+        self.commands = Counter(
+            "cdc_bridge_commands", "Commands produced from row changes", ["table", "operation"], registry=r
+        )
+        self.events_published = Counter(
+            "cdc_bridge_events_published", "Domain events committed to Kafka", ["aggregate", "event_type"], registry=r
+        )
+        self.dead_letters = Counter(
+            "cdc_bridge_dead_letters", "Records sent to the dead-letter topic", ["reason"], registry=r
+        )
+        self.rejections = Counter(
+            "cdc_bridge_rejections", "Commands rejected by an aggregate", ["aggregate", "reason"], registry=r
+        )
+        self.held_children = Gauge(
+            "cdc_bridge_held_children", "Children held in state until their parent arrives", registry=r
+        )
+        self.held_oldest_age = Gauge(
+            "cdc_bridge_held_children_oldest_age_seconds", "Age of the oldest held child (source time)", registry=r
+        )
+        # state
+        self.lmdb_size = Gauge("cdc_bridge_lmdb_size_bytes", "Bytes used by the LMDB state store", registry=r)
+        self.lmdb_map_used = Gauge(
+            "cdc_bridge_lmdb_map_used_ratio", "Fraction of the LMDB map size in use (grows automatically)", registry=r
+        )
+        # sink
+        self.kafka_commit_seconds = Histogram(
+            "cdc_bridge_kafka_commit_duration_seconds", "Duration of Kafka transaction commits", buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "cdc_bridge_end_to_end_latency_seconds",
+            "Time from source commit to the events being committed in Kafka",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batches = Counter("cdc_bridge_batches", "Kafka transactions committed", registry=r)
+        self.batch_aborts = Counter("cdc_bridge_batch_aborts", "Kafka transactions aborted and redone", registry=r)
+        self.kafka_connected = Gauge("cdc_bridge_kafka_connected", "1 while the Kafka producer is usable", registry=r)
+        # health
+        self.reconnects = Counter(
+            "cdc_bridge_reconnects", "Reconnections by component and reason", ["component", "reason"], registry=r
+        )
+        self.errors = Counter("cdc_bridge_errors", "Errors by kind", ["kind"], registry=r)
+        self.ready = Gauge("cdc_bridge_ready", "1 when connected to the database and Kafka and lag is below the threshold", registry=r)
+        self.last_loop_timestamp = Gauge(
+            "cdc_bridge_last_loop_timestamp_seconds", "Wall-clock time the main loop last made progress or ticked", registry=r
+        )

@@ -1,0 +1,415 @@
+"""Wires the stages: source -> mapping -> aggregates -> sink, with batching, checkpoints and recovery.
+
+Exactly once, in the order Quix Streams' Checkpoint.commit() names it:
+  1. apply a batch of source transactions to aggregate state (in memory, not yet in LMDB)
+  2. produce their events and dead letters, then ONE checkpoint record, in ONE Kafka transaction
+  3. commit the Kafka transaction
+  4. commit LMDB (state + applied position)
+A crash after 3 and before 4 leaves LMDB behind Kafka: on restart the missing
+source transactions are re-applied to state without being published again.
+A crash before 3 aborts the Kafka transaction (init_transactions fences it), and
+the batch is read again from the binlog.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import structlog
+
+from cdc_bridge.aggregate.event import DomainEvent
+from cdc_bridge.aggregate.router import partition_for
+from cdc_bridge.aggregate.runtime import AggregateRuntime
+from cdc_bridge.aggregate.decider import load_decider
+from cdc_bridge.config import BridgeConfig
+from cdc_bridge.mapping.command import DeadLetter
+from cdc_bridge.mapping.loader import MappingSet, load_mappings
+from cdc_bridge.observability.metrics import BridgeMetrics
+from cdc_bridge.sink.checkpoint import read_checkpoint
+from cdc_bridge.sink.errors import BatchAbortedError
+from cdc_bridge.sink.publisher import TransactionalPublisher
+from cdc_bridge.sink.topics import TopicAdmin, TopicSpec
+from cdc_bridge.source.binlog import BinlogSource
+from cdc_bridge.source.position import SourcePosition, binlog_file_index
+from cdc_bridge.source.preflight import check_server, current_position
+from cdc_bridge.source.transaction import SourceTransaction
+from cdc_bridge.state.lmdb_store import LmdbStateStore
+
+log = structlog.get_logger(__name__)
+
+
+class RecoveryError(Exception):
+    """Kafka's checkpoint and LMDB's state cannot be reconciled automatically."""
+
+    exit_code = 70
+
+
+@dataclass
+class Batch:
+    """Source transactions applied to state but not yet committed to Kafka."""
+
+    txns: list[SourceTransaction] = field(default_factory=list)
+    events: list[DomainEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    started: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.txns)
+
+    @property
+    def position(self) -> SourcePosition:
+        return self.txns[-1].position
+
+
+class Bridge:
+    """The daemon's main loop. `run()` returns when stopped; errors propagate with exit codes."""
+
+    def __init__(self, config: BridgeConfig, mappings: MappingSet, metrics: BridgeMetrics | None = None) -> None:
+        self.config = config
+        self.mappings = mappings
+        self.metrics = metrics or BridgeMetrics()
+        self._stop = threading.Event()
+        self._reload_requested = threading.Event()
+        self._source: BinlogSource | None = None
+        self.store: LmdbStateStore | None = None
+        self.publisher: TransactionalPublisher | None = None
+        self.runtime: AggregateRuntime | None = None
+        self.origin: SourcePosition | None = None
+        self.committed: SourcePosition | None = None
+        self.batches_committed = 0
+        self.last_loop = time.time()
+        self.source_connected = False
+        self.kafka_ok = False
+        self.lag_seconds = 0.0
+        self.on_batch_committed: Callable[[Batch], None] | None = None  # test hook
+
+    # ---------------------------------------------------------------- control
+    def stop(self) -> None:
+        """Thread/signal-safe: stop reading, finish the open batch, exit."""
+        self._stop.set()
+        if self._source is not None:
+            self._source.stop()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload mappings at the next transaction boundary."""
+        self._reload_requested.set()
+        if self._source is not None:
+            self._source.stop()  # wake up the reader; the loop restarts it after the reload
+
+    # ---------------------------------------------------------------- health
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        age = time.time() - self.last_loop
+        # The loop ticks at least every heartbeat; a minute of silence means it is stuck.
+        return age < max(60.0, 10 * self.config.source.heartbeat_seconds), {"loop_age_seconds": round(age, 3)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.source_connected and self.kafka_ok and self.lag_seconds <= self.config.ready_max_lag_seconds
+        self.metrics.ready.set(1 if ok else 0)
+        return ok, {
+            "source_connected": self.source_connected,
+            "kafka_connected": self.kafka_ok,
+            "lag_seconds": round(self.lag_seconds, 3),
+            "position": str(self.committed) if self.committed else None,
+        }
+
+    # ---------------------------------------------------------------- setup
+    def _topic_specs(self) -> list[TopicSpec]:
+        k = self.config.kafka
+        specs = [TopicSpec.events(a.events_topic, k) for a in self.mappings.aggregates]
+        specs.append(TopicSpec.checkpoint(self.checkpoint_topic))
+        specs.append(TopicSpec.dead_letter(self.dead_letter_topic, k))
+        return specs
+
+    @property
+    def checkpoint_topic(self) -> str:
+        return self.config.kafka.checkpoint_topic or f"{self.config.name}.checkpoints"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.config.kafka.dead_letter_topic or f"{self.config.name}.dead-letter"
+
+    def _build_runtime(self, mappings: MappingSet) -> AggregateRuntime:
+        assert self.store is not None
+        return AggregateRuntime(
+            deciders={m.aggregate: load_decider(m) for m in mappings.aggregates},
+            mappings=mappings.aggregates,
+            store=self.store,
+            partitions=self.config.state.partitions,
+            held_max_age_seconds=self.config.held.max_age_seconds,
+            held_max_count=self.config.held.max_count,
+        )
+
+    def _open(self) -> None:
+        cfg = self.config
+        info = check_server(cfg.source)
+        log.info("source checked", flavor=info.flavor, version=info.version)
+        TopicAdmin(cfg.kafka).ensure_topics(self._topic_specs())
+        self.store = LmdbStateStore(cfg.state.dir, partitions=cfg.state.partitions, map_size=cfg.state.map_size_mb << 20)
+        self.runtime = self._build_runtime(self.mappings)
+        self.publisher = TransactionalPublisher(
+            cfg.kafka,
+            transactional_id=cfg.name,
+            checkpoint_topic=self.checkpoint_topic,
+            dead_letter_topic=self.dead_letter_topic,
+            bridge_name=cfg.name,
+            partitioner=partition_for,
+        )
+        # init_transactions first: it fences a previous incarnation and resolves its open
+        # transaction, so the checkpoint read below is final.
+        self.publisher.start()
+        self.kafka_ok = True
+        self.metrics.kafka_connected.set(1)
+
+    def _recover(self) -> tuple[SourcePosition | None, SourcePosition | None]:
+        """Returns (start position for the source, position up to which we only re-apply state)."""
+        assert self.store is not None
+        ckpt = read_checkpoint(self.config.kafka, self.checkpoint_topic, self.config.name)
+        lmdb_pos = self.store.applied_position()
+        lmdb_meta = self.store.meta()
+        if ckpt is None:
+            if lmdb_pos is not None:
+                raise RecoveryError(
+                    f"LMDB state in {self.config.state.dir} is at {lmdb_pos} but Kafka has no checkpoint in "
+                    f"{self.checkpoint_topic} for bridge {self.config.name!r}: the state belongs to another "
+                    "bridge or the checkpoint topic was deleted. Point state.dir to an empty directory to "
+                    "start over, or restore the checkpoint topic."
+                )
+            start = self._fresh_start_position()
+            self.origin = start
+            log.info("no checkpoint: starting fresh", start=str(start) if start else "earliest")
+            return start, None
+        ck_pos = SourcePosition.from_dict(ckpt["position"])
+        self.origin = SourcePosition.from_dict(ckpt["origin"]) if ckpt.get("origin") else None
+        self.batches_committed = int(ckpt.get("batch", 0))
+        self.committed = ck_pos
+        if lmdb_pos is None:
+            if self.origin is None:
+                raise RecoveryError(
+                    "Kafka has a checkpoint but LMDB is empty and the checkpoint names no origin to replay from; "
+                    "run `cdc-bridge rebuild` into new topics."
+                )
+            log.warning("LMDB is empty: re-applying history from the bridge's origin", origin=str(self.origin),
+                        checkpoint=str(ck_pos))
+            return self.origin, ck_pos
+        if lmdb_pos == ck_pos or lmdb_pos.order_key == ck_pos.order_key:
+            log.info("state and checkpoint agree", position=str(ck_pos), batch=self.batches_committed)
+            return ck_pos, None
+        if lmdb_pos < ck_pos:
+            log.warning("LMDB is behind the Kafka checkpoint: re-applying without publishing",
+                        lmdb=str(lmdb_pos), checkpoint=str(ck_pos))
+            return lmdb_pos, ck_pos
+        raise RecoveryError(
+            f"LMDB state ({lmdb_pos}, batch {lmdb_meta.get('batch')}) is AHEAD of the Kafka checkpoint "
+            f"({ck_pos}, batch {self.batches_committed}). State was committed for events Kafka does not have, "
+            "which should never happen (was the checkpoint topic truncated, or state copied from another bridge?). "
+            f"Move {self.config.state.dir} aside and restart to rebuild state from the origin {self.origin}."
+        )
+
+    def _fresh_start_position(self) -> SourcePosition | None:
+        if self.config.start == "earliest":
+            return None
+        import pymysql
+
+        s = self.config.source
+        conn = pymysql.connect(host=s.host, port=s.port, user=s.user, password=s.password.get_secret_value(),
+                               connect_timeout=s.connect_timeout)
+        try:
+            return current_position(conn)
+        finally:
+            conn.close()
+
+    # ---------------------------------------------------------------- main loop
+    def run(self) -> int:
+        self._open()
+        try:
+            start, replay_until = self._recover()
+            self._stream(start, replay_until)
+        finally:
+            self._close()
+        return 0
+
+    def _new_source(self, start: SourcePosition | None) -> BinlogSource:
+        src = BinlogSource(self.config.source, tables=self.mappings.tables_and_columns(), start=start,
+                           from_earliest=start is None)
+        src.on_reconnect = lambda reason: self.metrics.reconnects.labels("source", reason).inc()
+        return src
+
+    def _stream(self, start: SourcePosition | None, replay_until: SourcePosition | None) -> None:
+        cfg = self.config
+        position = start
+        batch = Batch()
+        while not self._stop.is_set():
+            self._source = self._new_source(position)
+            if self._stop.is_set():
+                self._source.stop()
+            self.source_connected = True
+            self.metrics.source_connected.set(1)
+            for txn in self._source.transactions():
+                now = time.time()
+                self.last_loop = now
+                self.metrics.last_loop_timestamp.set(now)
+                if txn is None:  # idle tick
+                    if replay_until is None:
+                        self.lag_seconds = 0.0 if not batch else now - batch.txns[-1].commit_ts
+                        self.metrics.lag_seconds.set(self.lag_seconds)
+                    if batch and (now - batch.started) * 1000 >= cfg.batch.max_wait_ms:
+                        self._flush(batch)
+                        batch = Batch()
+                    continue
+                if replay_until is not None:
+                    if txn.position <= replay_until:
+                        self._replay(txn)
+                        if txn.position.order_key == replay_until.order_key:
+                            self._finish_replay(replay_until)
+                            replay_until = None
+                        continue
+                    self._finish_replay(replay_until)
+                    replay_until = None
+                self._count_source(txn, now)
+                self._apply(txn, batch)
+                if not batch.started:
+                    batch.started = now
+                if (len(batch) >= cfg.batch.max_transactions or len(batch.events) >= cfg.batch.max_events
+                        or (now - batch.started) * 1000 >= cfg.batch.max_wait_ms):
+                    self._flush(batch)
+                    batch = Batch()
+            # The reader ended: stop requested, or a reload.
+            self.source_connected = False
+            self.metrics.source_connected.set(0)
+            if batch:
+                self._flush(batch)
+                batch = Batch()
+            position = self.committed or position
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._reload_mappings()
+        if replay_until is not None and self.store is not None:
+            log.warning("stopped before state caught up with the checkpoint; it continues at the next start")
+
+    def _count_source(self, txn: SourceTransaction, now: float) -> None:
+        m = self.metrics
+        m.source_transactions.inc()
+        self.lag_seconds = max(0.0, now - txn.commit_ts)
+        m.lag_seconds.set(self.lag_seconds)
+        counts: dict[str, int] = {}
+        for ch in txn.changes:
+            counts[ch.table] = counts.get(ch.table, 0) + 1
+        for table, n in counts.items():
+            m.source_rows.labels(table).inc(n)
+
+    def _apply(self, txn: SourceTransaction, batch: Batch) -> None:
+        assert self.runtime is not None
+        commands, dead = self.mappings.translate(txn)
+        for c in commands:
+            self.metrics.commands.labels(c.table, c.operation).inc()
+        result = self.runtime.apply(commands, txn)
+        batch.txns.append(txn)
+        batch.events.extend(result.events)
+        batch.dead_letters.extend(dead)
+        batch.dead_letters.extend(result.dead_letters)
+
+    def _replay(self, txn: SourceTransaction) -> None:
+        """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""
+        assert self.runtime is not None
+        commands, _ = self.mappings.translate(txn)
+        self.runtime.apply(commands, txn)
+
+    def _finish_replay(self, until: SourcePosition) -> None:
+        assert self.store is not None
+        self.store.commit(until, {"batch": self.batches_committed, "origin": self.origin.to_dict() if self.origin else None})
+        log.info("state caught up with the Kafka checkpoint", position=str(until))
+
+    def _flush(self, batch: Batch) -> None:
+        assert self.publisher is not None and self.store is not None and self.runtime is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            checkpoint = {
+                "position": batch.position.to_dict(),
+                "origin": self.origin.to_dict() if self.origin else batch.txns[0].position.to_dict(),
+                "batch": self.batches_committed + 1,
+                "transactions": len(batch.txns),
+                "events": len(batch.events),
+            }
+            try:
+                result = self.publisher.publish_batch(batch.events, batch.dead_letters, checkpoint)
+                break
+            except BatchAbortedError as e:
+                # Kafka aborted the transaction: nothing of this batch is visible. Drop the
+                # uncommitted state and apply the same source transactions again.
+                self.metrics.batch_aborts.inc()
+                log.warning("Kafka transaction aborted; redoing the batch", attempt=attempt, error=str(e))
+                self.store.rollback()
+                txns = batch.txns
+                batch.txns, batch.events, batch.dead_letters = [], [], []
+                for t in txns:
+                    self._apply(t, batch)
+                time.sleep(min(5.0, 0.2 * attempt))
+        if self.origin is None:
+            self.origin = SourcePosition.from_dict(checkpoint["origin"])
+        self.batches_committed += 1
+        self.store.commit(batch.position, {"batch": self.batches_committed, "origin": checkpoint["origin"]})
+        self.committed = batch.position
+        self._record_commit(batch, result.commit_seconds)
+        if self.on_batch_committed:
+            self.on_batch_committed(batch)
+
+    def _record_commit(self, batch: Batch, commit_seconds: float) -> None:
+        m = self.metrics
+        now = time.time()
+        m.batches.inc()
+        m.kafka_commit_seconds.observe(commit_seconds)
+        for t in batch.txns:
+            if t.changes:
+                m.end_to_end_seconds.observe(max(0.0, now - t.commit_ts))
+        for ev in batch.events:
+            m.events_published.labels(ev.aggregate, ev.event_type).inc()
+        for dl in batch.dead_letters:
+            m.dead_letters.labels(dl.reason).inc()
+            if dl.aggregate and dl.reason not in ("coercion_failed", "null_key", "orphan"):
+                m.rejections.labels(dl.aggregate, dl.reason).inc()
+        pos = batch.position
+        m.source_position.info({"gtid": pos.gtid or "", "binlog_file": pos.binlog_file, "binlog_pos": str(pos.binlog_pos)})
+        m.binlog_file_index.set(binlog_file_index(pos.binlog_file))
+        m.binlog_offset.set(pos.binlog_pos)
+        if self.store is not None and self.runtime is not None:
+            st = self.store.stats()
+            m.lmdb_size.set(st["size_bytes"])
+            m.lmdb_map_used.set(st["map_used_ratio"])
+            count, oldest = self.runtime.held_stats()
+            m.held_children.set(count)
+            m.held_oldest_age.set(max(0.0, batch.txns[-1].commit_ts - oldest) if oldest else 0.0)
+        log.debug("batch committed", batch=self.batches_committed, position=str(pos), events=len(batch.events))
+
+    def _reload_mappings(self) -> None:
+        try:
+            new = load_mappings(self.config.mappings_dir)
+        except Exception as e:  # MappingError carries the file:line report
+            self.metrics.errors.labels("mapping_reload").inc()
+            log.error("mapping reload rejected; the previous mappings stay in force", error=str(e))
+            return
+        try:
+            TopicAdmin(self.config.kafka).ensure_topics(
+                [TopicSpec.events(a.events_topic, self.config.kafka) for a in new.aggregates])
+            runtime = self._build_runtime(new)
+        except Exception as e:
+            self.metrics.errors.labels("mapping_reload").inc()
+            log.error("mapping reload rejected; the previous mappings stay in force", error=str(e))
+            return
+        self.mappings, self.runtime = new, runtime
+        log.info("mappings reloaded", aggregates=[a.aggregate for a in new.aggregates],
+                 tables=sorted(new.tables_and_columns()))
+
+    def _close(self) -> None:
+        if self.publisher is not None:
+            try:
+                self.publisher.close()
+            except Exception as e:  # closing must not hide the original error
+                log.warning("error while closing the Kafka producer", error=str(e))
+        if self.store is not None:
+            self.store.close()
+        self.kafka_ok = False
+        self.source_connected = False

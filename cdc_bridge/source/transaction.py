@@ -1,0 +1,46 @@
+"""What the source hands to the rest of the pipeline: committed transactions of row changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cdc_bridge.source.position import SourcePosition
+
+Operation = Literal["insert", "update", "delete", "snapshot"]
+
+
+@dataclass(slots=True)
+class RowChange:
+    """One row of one row event, values already normalized (see docs/types.md).
+
+    table:  "schema.table"
+    before: column -> value before the change (update, delete), else None
+    after:  column -> value after the change (insert, update, snapshot), else None
+    """
+
+    table: str
+    op: Operation
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class SourceTransaction:
+    """A committed source transaction (BEGIN ... XID/COMMIT) and where it ends.
+
+    gtid:      this transaction's own GTID ("0-1-42" on MariaDB, "uuid:42" on MySQL), or None
+    commit_ts: commit time, seconds since the epoch (UTC), from the binlog event header
+    position:  the resume position just after this transaction's commit
+    changes:   the row changes of the mapped tables, in binlog order
+    """
+
+    gtid: str | None
+    commit_ts: float
+    position: SourcePosition
+    changes: list[RowChange] = field(default_factory=list)
+
+    @property
+    def txn_id(self) -> str:
+        """A stable id of the transaction: its GTID, else file:offset of its end."""
+        return self.gtid or f"{self.position.binlog_file}:{self.position.binlog_pos}"
