@@ -91,7 +91,7 @@ def _java() -> str:
 
 
 def _ensure_jars() -> None:
-    pom_hash = hashlib.sha256(POM.read_bytes() + LOG4J_CONFIG.read_bytes()).hexdigest()
+    pom_hash = hashlib.sha256(POM.read_bytes()).hexdigest()
     if LIBS_MARKER.exists() and LIBS_MARKER.read_text().strip() == pom_hash and LIBS.is_dir():
         return
     mvn = find_binary("mvn")
