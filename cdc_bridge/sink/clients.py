@@ -70,6 +70,7 @@ def consumer_config(settings: KafkaSettings, group_id: str) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 100,      # a bounded scan: do not idle at the end of a partition
     })
     return conf
 

@@ -97,6 +97,18 @@ class CheckpointError(SinkError):
 
 FENCED_CODES = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 
+# Errors of a single message that no redo of the batch can cure: when one of them is
+# what made a transaction abortable, the batch is aborted and the error is fatal
+# (otherwise the pipeline would redo the same batch forever).
+PERMANENT_MESSAGE_CODES = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError._UNKNOWN_PARTITION, KafkaError.POLICY_VIOLATION,
+    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+})
+
+# Local "your messages were purged" codes: consequences of an abort, never causes.
+PURGE_CODES = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
 # Non-retriable errors where the operator has something specific to do.
 _HINTS = {
     KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
@@ -117,6 +129,13 @@ _HINTS = {
         "a topic does not exist; enable kafka.create_topics or create it (see docs/kafka.md)",
     KafkaError.INVALID_TRANSACTION_TIMEOUT:
         "kafka.transaction_timeout_ms exceeds the broker's transaction.max.timeout.ms; lower it",
+    KafkaError.RECORD_LIST_TOO_LARGE:
+        "a produce batch is larger than the topic's max.message.bytes; lower kafka.extra batch.size or raise "
+        "the topic's max.message.bytes",
+    KafkaError._UNKNOWN_PARTITION:
+        "the partitioner returned a partition the topic does not have (a bug, or the topic shrank)",
+    KafkaError.INVALID_RECORD:
+        "the broker refused a record (e.g. a null key on a compacted topic)",
     KafkaError.UNSUPPORTED_VERSION:
         "the broker is too old for transactions; use Kafka >= 2.5",
 }
@@ -153,6 +172,10 @@ def classify(err: KafkaError) -> ErrorAction:
     if err.retriable():
         return ErrorAction.RETRY
     return ErrorAction.FATAL
+
+
+def is_permanent_message_error(err: KafkaError | None) -> bool:
+    return err is not None and err.code() in PERMANENT_MESSAGE_CODES
 
 
 def fenced_message(transactional_id: str, transaction_timeout_ms: int) -> str:

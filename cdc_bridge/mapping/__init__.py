@@ -1,0 +1,1 @@
+"""Declarative mappings: YAML files (schema.py) -> MappingSet (loader.py) -> commands (translate.py); `check` (check.py)."""

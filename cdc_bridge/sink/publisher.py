@@ -1,0 +1,461 @@
+"""The transactional publisher: one Kafka transaction per batch = events + dead letters + checkpoint.
+
+    publisher = TransactionalPublisher(settings, transactional_id=bridge_name, ...)
+    publisher.start()                       # init_transactions: fences an older bridge
+    checkpoint = read_checkpoint(...)       # after start(): nothing undecided any more
+    while ...:
+        try:
+            result = publisher.publish_batch(events, dead_letters, {"position": pos, "batch": n})
+        except BatchAbortedError:
+            ...                             # roll back the batch's state, redo it
+        lmdb.commit()                       # only after Kafka committed
+    publisher.close()
+
+Messages (docs/kafka.md):
+
+- event:       topic = event.topic, key = aggregate_id, value = compact JSON of
+               event.envelope(); headers event_type, event_id, plus event.extra_headers
+               (except the tombstone directive). Partition = partitioner(aggregate_id,
+               partition count) when a partitioner is given, else librdkafka's
+               murmur2_random (= Java clients' default for keyed records).
+- tombstone:   when event.extra_headers["cdc-bridge-tombstone"] == "1" the event is
+               followed by a record with the same key and a null value (header
+               cdc-bridge-tombstone: 1), so a compacted events topic forgets the aggregate.
+- dead letter: dead-letter topic, key = aggregate_id (or null), value = JSON of
+               DeadLetter.to_json_dict(), headers reason (+ table, aggregate when known).
+- checkpoint:  last, to the checkpoint topic (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from cdc_bridge.aggregate.event import DomainEvent
+from cdc_bridge.mapping.command import DeadLetter
+from cdc_bridge.sink.checkpoint import build_checkpoint, encode_checkpoint
+from cdc_bridge.sink.clients import is_transient, producer_config
+from cdc_bridge.sink.errors import (BatchAbortedError, ErrorAction, FatalPublishError, KafkaUnavailableError,
+                                    PURGE_CODES, SinkError, classify, describe, fatal_error,
+                                    is_fenced, is_permanent_message_error,
+                                    kafka_error_of)
+from cdc_bridge.sink.retry import RetryPolicy
+from cdc_bridge.sink.settings import KafkaSettings
+
+log = structlog.get_logger("cdc_bridge.sink.publisher")
+
+TOMBSTONE_HEADER = "cdc-bridge-tombstone"
+
+Partitioner = Callable[[str, int], int]
+
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    batch: int
+    events: int
+    dead_letters: int
+    tombstones: int
+    produce_seconds: float        # begin_transaction .. last produce() returned
+    commit_seconds: float         # commit_transaction (flush + commit), retries included
+    total_seconds: float          # whole publish_batch, serialization included
+    commit_retries: int
+
+
+@dataclass(frozen=True)
+class PublisherHooks:
+    """Optional callbacks for metrics. Exceptions raised by hooks are logged and ignored."""
+
+    on_commit: Callable[[PublishResult], None] | None = None
+    on_abort: Callable[[KafkaError | None], None] | None = None
+    on_retry: Callable[[str, KafkaError], None] | None = None     # (operation, error)
+    on_fatal: Callable[[FatalPublishError], None] | None = None
+
+
+class TransactionalPublisher:
+    """Publishes batches exactly once. Not thread-safe: one pipeline thread drives it."""
+
+    def __init__(self, settings: KafkaSettings, transactional_id: str, checkpoint_topic: str,
+                 dead_letter_topic: str, bridge_name: str, partitioner: Partitioner | None = None,
+                 hooks: PublisherHooks | None = None, *, retry: RetryPolicy | None = None,
+                 operation_timeout_s: float = 30.0, poll_every: int = 1000,
+                 producer_factory: Callable[[dict[str, Any]], Any] = Producer) -> None:
+        if not transactional_id:
+            raise ValueError("transactional_id must not be empty")
+        self.settings = settings
+        self.transactional_id = transactional_id
+        self.checkpoint_topic = checkpoint_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.bridge_name = bridge_name
+        self.partitioner = partitioner
+        self.hooks = hooks or PublisherHooks()
+        self.retry = retry or RetryPolicy.forever()
+        self.operation_timeout_s = operation_timeout_s
+        self.poll_every = max(1, poll_every)
+        self._producer_factory = producer_factory
+        self._producer: Any = None
+        self._in_transaction = False
+        self._fatal: FatalPublishError | None = None
+        self._delivery_errors: list[KafkaError] = []
+        self._partitions: dict[str, int] = {}
+        self.batches_committed = 0
+        self.buffer_full_waits = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the producer and init_transactions(): registers the transactional id,
+        fences any older producer with the same id and aborts what it left open.
+        Retries per the retry policy while Kafka is unreachable."""
+        if self._producer is not None:
+            return
+        conf = producer_config(self.settings, self.transactional_id, java_partitioner=self.partitioner is None)
+        conf["error_cb"] = self._on_error
+        conf["on_delivery"] = self._on_delivery
+        producer = self._producer_factory(conf)
+        self._call("init_transactions", lambda: producer.init_transactions(self.operation_timeout_s),
+                   retry_only=True)
+        self._producer = producer
+        log.info("kafka transactional producer ready", transactional_id=self.transactional_id,
+                 bootstrap_servers=self.settings.bootstrap_servers, checkpoint_topic=self.checkpoint_topic)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Abort an open transaction (if any), flush, and release the producer."""
+        p = self._producer
+        if p is None:
+            return
+        try:
+            if self._fatal is not None:
+                # unusable producer: whatever is queued can never be delivered
+                p.purge()
+            else:
+                if self._in_transaction:
+                    try:
+                        p.abort_transaction(timeout)
+                    except KafkaException as exc:
+                        log.warning("abort on close failed", error=str(exc))
+                left = p.flush(timeout)
+                if left:
+                    log.warning("messages not delivered at close", count=left)
+        finally:
+            self._in_transaction = False
+            self._producer = None
+            log.info("kafka transactional producer closed", transactional_id=self.transactional_id)
+
+    def __enter__(self) -> "TransactionalPublisher":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- topics -------------------------------------------------------------------------
+
+    def set_partition_counts(self, counts: Mapping[str, int]) -> None:
+        """Seed the partition counts (e.g. from TopicAdmin.ensure_topics) to skip metadata lookups."""
+        self._partitions.update(counts)
+
+    def partition_count(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            n = self._lookup_partitions(topic)
+            self._partitions[topic] = n
+        return n
+
+    def _lookup_partitions(self, topic: str) -> int:
+        md = self._call(f"metadata of {topic}",
+                        lambda: self._producer.list_topics(topic=topic, timeout=self.operation_timeout_s),
+                        retry_only=True)
+        t = md.topics.get(topic)
+        if t is None or t.error is not None or not t.partitions:
+            err = t.error if t is not None else None
+            raise FatalPublishError(
+                f"topic {topic!r} does not exist or cannot be described ({describe(err) if err else 'no metadata'}); "
+                f"create it (kafka.create_topics: true runs TopicAdmin.ensure_topics at start) — events are never "
+                f"published to auto-created topics", kafka_error=err)
+        return len(t.partitions)
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def publish_batch(self, events: Sequence[DomainEvent], dead_letters: Sequence[DeadLetter],
+                      checkpoint: Mapping[str, Any]) -> PublishResult:
+        """Publish a batch in one transaction, the checkpoint record last.
+
+        Returns once committed. Raises BatchAbortedError (nothing visible; redo the
+        batch), FatalPublishError (exit), KafkaUnavailableError (retry budget spent).
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        if self._producer is None:
+            raise SinkError("publish_batch before start()")
+        t0 = time.perf_counter()
+        record = build_checkpoint(self.bridge_name, checkpoint, len(events))
+        messages, tombstones = self._serialize(events, dead_letters, record)
+
+        p = self._producer
+        self._delivery_errors.clear()
+        self._call("begin_transaction", p.begin_transaction)
+        self._in_transaction = True
+        phase = "produce"
+        try:
+            t1 = time.perf_counter()
+            self._produce_all(messages)
+            t2 = time.perf_counter()
+            phase = "commit"
+            retries = self._commit()
+            t3 = time.perf_counter()
+        except BaseException as exc:
+            if self._in_transaction:
+                self._abort_after(exc, phase)
+            raise
+        self._in_transaction = False
+        self.batches_committed += 1
+        result = PublishResult(batch=record["batch"], events=len(events), dead_letters=len(dead_letters),
+                               tombstones=tombstones, produce_seconds=t2 - t1, commit_seconds=t3 - t2,
+                               total_seconds=t3 - t0, commit_retries=retries)
+        self._hook(self.hooks.on_commit, result)
+        return result
+
+    def _serialize(self, events: Sequence[DomainEvent], dead_letters: Sequence[DeadLetter],
+                   record: dict[str, Any]) -> tuple[list[tuple], int]:
+        """All messages of the batch as (topic, key, value, partition | None, headers), before
+        the transaction begins: a serialization problem never leaves a transaction open."""
+        out: list[tuple] = []
+        append = out.append
+        part = self.partitioner
+        counts = self._partitions
+        tombstones = 0
+        for ev in events:
+            try:
+                value = _encode(ev.envelope()).encode()
+            except (TypeError, ValueError) as exc:
+                raise FatalPublishError(f"event {ev.event_id} ({ev.event_type}) cannot be serialized to JSON: {exc}; "
+                                        "a decider produced a non JSON-friendly value") from exc
+            topic = ev.topic
+            if not topic:
+                raise FatalPublishError(f"event {ev.event_id} ({ev.event_type}) has no topic")
+            key = ev.aggregate_id.encode()
+            partition = None
+            if part is not None:
+                n = counts.get(topic) or self.partition_count(topic)
+                partition = part(ev.aggregate_id, n)
+            headers = [("event_type", ev.event_type.encode()), ("event_id", ev.event_id.encode())]
+            tomb = False
+            if ev.extra_headers:
+                for k, v in ev.extra_headers.items():
+                    if k == TOMBSTONE_HEADER:
+                        tomb = v == "1"
+                    else:
+                        headers.append((k, v.encode()))
+            append((topic, key, value, partition, headers))
+            if tomb:
+                append((topic, key, None, partition,
+                        [(TOMBSTONE_HEADER, b"1"), ("event_id", ev.event_id.encode())]))
+                tombstones += 1
+        if dead_letters:
+            dl_topic = self.dead_letter_topic
+            for dl in dead_letters:
+                try:
+                    value = _encode(dl.to_json_dict()).encode()
+                except (TypeError, ValueError):
+                    value = json.dumps(dl.to_json_dict(), separators=(",", ":"), ensure_ascii=False,
+                                       default=repr).encode()
+                headers = [("reason", dl.reason.encode())]
+                if dl.table:
+                    headers.append(("table", dl.table.encode()))
+                if dl.aggregate:
+                    headers.append(("aggregate", dl.aggregate.encode()))
+                append((dl_topic, dl.aggregate_id.encode() if dl.aggregate_id else None, value, None, headers))
+        ckey, cvalue = encode_checkpoint(record)
+        cpart = None
+        if part is not None:
+            cpart = part(self.bridge_name, counts.get(self.checkpoint_topic) or
+                         self.partition_count(self.checkpoint_topic))
+        append((self.checkpoint_topic, ckey, cvalue, cpart, [("cdc-bridge-checkpoint", b"1")]))
+        return out, tombstones
+
+    def _produce_all(self, messages: list[tuple]) -> None:
+        produce = self._producer.produce
+        poll = self._producer.poll
+        every = self.poll_every
+        for i, (topic, key, value, partition, headers) in enumerate(messages):
+            while True:
+                try:
+                    if partition is None:
+                        produce(topic, value, key, headers=headers)
+                    else:
+                        produce(topic, value, key, partition=partition, headers=headers)
+                    break
+                except BufferError:
+                    # local queue full: let librdkafka send, then try the same message again
+                    self.buffer_full_waits += 1
+                    poll(0.05)
+                except KafkaException as exc:
+                    err = kafka_error_of(exc)
+                    if err is not None and err.code() == KafkaError._QUEUE_FULL:
+                        self.buffer_full_waits += 1
+                        poll(0.05)
+                        continue
+                    raise
+            if i % every == every - 1:
+                poll(0)
+                if self._fatal is not None:
+                    raise self._fatal
+
+    def _commit(self) -> int:
+        """commit_transaction, retried while retriable. Returns the number of retries."""
+        retries = 0
+        tracker = self.retry.tracker()
+        p = self._producer
+        while True:
+            try:
+                p.commit_transaction(self.operation_timeout_s)
+                return retries
+            except KafkaException as exc:
+                err = kafka_error_of(exc)
+                if err is None:
+                    raise
+                action = classify(err)
+                if action is ErrorAction.RETRY:
+                    retries += 1
+                    self._hook(self.hooks.on_retry, "commit_transaction", err)
+                    if not tracker.failed():
+                        raise KafkaUnavailableError(
+                            f"commit_transaction kept failing ({tracker.attempts} attempts in "
+                            f"{tracker.elapsed:.1f}s), last error {describe(err)}; Kafka at "
+                            f"{self.settings.bootstrap_servers} unreachable?", kafka_error=err) from exc
+                    log.warning("kafka commit failed, retrying", attempt=tracker.attempts,
+                                retry_in_s=round(tracker.delay, 2), error=describe(err))
+                    time.sleep(tracker.delay)
+                    continue
+                raise
+
+    # -- errors -------------------------------------------------------------------------
+
+    def _abort_after(self, exc: BaseException, phase: str) -> None:
+        """Called with the transaction open and `exc` raised inside it: abort when the
+        producer is still usable, and turn Kafka errors into ours (raised from here).
+        Returns only for non-Kafka exceptions, which the caller re-raises as they are."""
+        err = kafka_error_of(exc)
+        if self._fatal is not None or (err is not None and (err.fatal() or is_fenced(err))):
+            # the producer is unusable: no abort possible; the broker aborts the transaction
+            # (on fencing, or after transaction.timeout.ms)
+            fatal = self._fatal or self._fatal_from(err, "publish_batch")
+            self._in_transaction = False
+            self._set_fatal(fatal)
+            raise fatal from exc
+        self._abort()
+        self._producer.poll(0)    # serve the delivery reports that tell why the transaction failed
+        self._hook(self.hooks.on_abort, err)
+        if err is None:
+            log.warning("kafka transaction aborted", error=repr(exc))
+            return
+        # produce() refuses with _STATE once a delivery failure has put the transaction in
+        # its abortable error state: the cause is in the delivery reports
+        background_failure = phase == "produce" and err.code() == KafkaError._STATE
+        if classify(err) in (ErrorAction.ABORT, ErrorAction.RETRY) or background_failure:
+            first = self._delivery_errors[0] if self._delivery_errors else None
+            if is_permanent_message_error(err) or is_permanent_message_error(first):
+                # redoing the batch would fail the same way: stop with the cause and its fix
+                cause_err = err if is_permanent_message_error(err) else first
+                raise self._fatal_from(cause_err, "publish_batch (transaction aborted)") from exc
+            cause = describe(err)
+            if first is not None and first.code() != err.code():
+                cause += f" (first delivery error: {describe(first)})"
+            log.warning("kafka transaction aborted, batch to be redone", error=cause)
+            raise BatchAbortedError(f"Kafka transaction aborted: {cause}; nothing of the batch is visible, "
+                                    f"roll back and redo it", kafka_error=err) from exc
+        # permanent but not fatal (e.g. an unknown partition at produce()): redoing cannot help
+        raise self._fatal_from(err, "publish_batch") from exc
+
+    def _abort(self) -> None:
+        p = self._producer
+        tracker = self.retry.tracker()
+        while True:
+            try:
+                p.abort_transaction(self.operation_timeout_s)
+                self._in_transaction = False
+                return
+            except KafkaException as exc:
+                err = kafka_error_of(exc)
+                if err is None:
+                    raise
+                if classify(err) is ErrorAction.RETRY or (is_transient(err) and not err.fatal()):
+                    self._hook(self.hooks.on_retry, "abort_transaction", err)
+                    if not tracker.failed():
+                        raise KafkaUnavailableError(f"abort_transaction kept failing: {describe(err)}",
+                                                    kafka_error=err) from exc
+                    time.sleep(tracker.delay)
+                    continue
+                self._in_transaction = False
+                fatal = self._fatal_from(err, "abort_transaction")
+                self._set_fatal(fatal)
+                raise fatal from exc
+
+    def _call(self, what: str, fn: Callable[[], Any], *, retry_only: bool = False) -> Any:
+        """Call a producer method outside a transaction's produce loop; retriable errors are retried."""
+        tracker = self.retry.tracker()
+        while True:
+            try:
+                return fn()
+            except KafkaException as exc:
+                err = kafka_error_of(exc)
+                if err is None:
+                    raise
+                if classify(err) is ErrorAction.RETRY or (retry_only and is_transient(err) and not err.fatal()):
+                    self._hook(self.hooks.on_retry, what, err)
+                    if not tracker.failed():
+                        raise KafkaUnavailableError(
+                            f"{what} kept failing ({tracker.attempts} attempts in {tracker.elapsed:.1f}s), last "
+                            f"error {describe(err)}; check kafka.bootstrap_servers and broker health",
+                            kafka_error=err) from exc
+                    log.warning("kafka call failed, retrying", operation=what, attempt=tracker.attempts,
+                                retry_in_s=round(tracker.delay, 2), error=describe(err))
+                    time.sleep(tracker.delay)
+                    continue
+                fatal = self._fatal_from(err, what)
+                self._set_fatal(fatal)
+                raise fatal from exc
+
+    def _fatal_from(self, err: KafkaError, during: str) -> FatalPublishError:
+        return fatal_error(err, transactional_id=self.transactional_id,
+                           transaction_timeout_ms=self.settings.transaction_timeout_ms, during=during)
+
+    def _set_fatal(self, fatal: FatalPublishError) -> None:
+        if self._fatal is None:
+            self._fatal = fatal
+            log.error("kafka publisher failed", error=fatal.message, fenced=fatal.fenced)
+            self._hook(self.hooks.on_fatal, fatal)
+
+    # -- librdkafka callbacks (served by poll/flush/commit on this thread) ---------------
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None and err.code() not in PURGE_CODES:
+            if len(self._delivery_errors) < 100:
+                self._delivery_errors.append(err)
+            if len(self._delivery_errors) == 1:
+                log.warning("kafka delivery failed", topic=msg.topic(), error=describe(err))
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            # the next producer call raises it too; remember it so publish_batch stops early
+            self._fatal = self._fatal or self._fatal_from(err, "background")
+            log.error("kafka fatal error", error=describe(err))
+        elif err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+            log.warning("kafka connection problem", error=describe(err))
+        else:
+            log.info("kafka client error", error=describe(err))
+
+    def _hook(self, fn: Callable[..., None] | None, *args: Any) -> None:
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:   # metrics must never break publishing
+            log.exception("publisher hook failed")
