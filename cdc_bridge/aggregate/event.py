@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+TOMBSTONE_HEADER = "cdc-bridge-tombstone"
+"""extra_headers[TOMBSTONE_HEADER] == "1": the sink follows the event with a Kafka tombstone (key, null value).
+It is a directive to the sink, not a header of the published event."""
 
 
 @dataclass(slots=True)
@@ -13,17 +18,28 @@ class EventDraft:
 
     internal=True marks a state-only event (for example a child held until its
     parent arrives): evolve applies it, but it is never published and takes no sequence.
+
+    meta is decider-private and never published: whatever evolve needs beyond the
+    published data (the declarative decider keeps the event kind, entity ids and the
+    state to set there). Deciders must not put anything in it they cannot rebuild:
+    drafts live only for one apply().
     """
 
     event_type: str
     data: dict[str, Any]
     table: str                       # schema.table of the row that caused it
     internal: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class DomainEvent:
-    """A published event. event_id is "<aggregate>:<aggregate_id>:<sequence>", stable across replays."""
+    """A published event. event_id is "<aggregate>:<aggregate_id>:<sequence>", stable across replays.
+
+    extra_headers are added to the Kafka record's headers, except the TOMBSTONE_HEADER
+    directive, which the runtime sets on deleted events of a mapping with
+    tombstone_on_delete: the sink then follows the event with a tombstone for its key.
+    """
 
     event_type: str
     aggregate: str
@@ -52,6 +68,27 @@ class DomainEvent:
             "source": self.source,
             "data": self.data,
         }
+
+    @property
+    def tombstone_after(self) -> bool:
+        """The sink should follow this event with a Kafka tombstone (key, null value)."""
+        return self.extra_headers.get(TOMBSTONE_HEADER) == "1"
+
+    # The Kafka record, as docs/events.md specifies it.
+
+    def key(self) -> bytes:
+        """Record key: aggregate_id, UTF-8 (so Kafka's default partitioner co-locates an aggregate's events)."""
+        return self.aggregate_id.encode("utf-8")
+
+    def value(self) -> bytes:
+        """Record value: the envelope as compact JSON, UTF-8."""
+        return json.dumps(self.envelope(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Record headers: event_type and event_id (UTF-8), then extra_headers but the tombstone directive."""
+        out = [("event_type", self.event_type.encode("utf-8")), ("event_id", self.event_id.encode("utf-8"))]
+        out.extend((k, v.encode("utf-8")) for k, v in self.extra_headers.items() if k != TOMBSTONE_HEADER)
+        return out
 
 
 def rfc3339(ts: float) -> str:

@@ -1,0 +1,340 @@
+"""The aggregate runtime: source transaction of commands -> deciders over LMDB state -> domain events.
+
+    runtime.apply(commands_of_one_source_txn, txn) -> ApplyResult(events, dead_letters)
+
+For each source transaction, in binlog order:
+
+1. Source time advances to the transaction's commit_ts: held children older than
+   held_max_age_seconds (in source time) leave their aggregate as `orphan` dead letters.
+2. Commands are grouped by (aggregate, aggregate_id), keeping their order; each group is
+   routed to partition murmur2(aggregate_id) mod P, its record loaded (or the decider's
+   initial state), commands at or before the record's last_position dropped (already
+   applied), and the rest decided at once (the source transaction is the unit).
+3. Every draft is evolved into the state; published drafts get sequence numbers
+   record.sequence + 1, ... and become DomainEvents; the record is put back with the
+   transaction's position and the held-children index is updated.
+4. Partitions that now hold more than held_max_count children drop the oldest ones as
+   `orphan` dead letters.
+
+Everything is a function of the state and the transaction: no wall clock, no
+randomness. Re-applying transactions the state has already seen changes nothing and
+emits nothing; re-applying them to an older state (recovery after a Kafka commit that
+LMDB missed) produces the very same events, ids and sequences again.
+
+Nothing is durable until the caller commits: `commit(position)` after the Kafka
+transaction committed, `rollback()` after it aborted (then redo the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from cdc_bridge.aggregate.decider import Decider, held_entries, load_decider, without_held
+from cdc_bridge.aggregate.event import TOMBSTONE_HEADER, DomainEvent, rfc3339
+from cdc_bridge.aggregate.exceptions import DeciderError, UnknownAggregateError
+from cdc_bridge.aggregate.router import partition_for
+from cdc_bridge.mapping.command import Command, DeadLetter
+from cdc_bridge.mapping.schema import AggregateMapping
+from cdc_bridge.source.position import SourcePosition
+from cdc_bridge.state.lmdb_store import HeldRef, LmdbStateStore
+from cdc_bridge.state.record import AggregateRecord
+
+log = structlog.get_logger(__name__)
+
+ORPHAN = "orphan"
+
+
+class TxnInfo(Protocol):
+    """What apply() needs of a source transaction (SourceTransaction fits)."""
+
+    @property
+    def gtid(self) -> str | None: ...
+    @property
+    def commit_ts(self) -> float: ...
+    @property
+    def position(self) -> SourcePosition: ...
+    @property
+    def txn_id(self) -> str: ...
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """events: to publish, in order (per aggregate instance: sequence order).
+    dead_letters: orphans expired by age, rejections, then orphans expired by count.
+    skipped: commands ignored because their aggregate had already applied their transaction.
+    """
+
+    events: list[DomainEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    skipped: int = 0
+
+
+class AggregateRuntime:
+    """Applies source transactions of commands to aggregates whose state lives in an LmdbStateStore."""
+
+    def __init__(
+        self,
+        deciders: Mapping[str, Decider],
+        mappings: Mapping[str, AggregateMapping] | Iterable[AggregateMapping],
+        store: LmdbStateStore,
+        partitions: int,
+        held_max_age_seconds: float | None,
+        held_max_count: int | None,
+        schema_versions: Mapping[str, int] | None = None,
+    ) -> None:
+        if store.partitions != partitions:
+            raise ValueError(f"runtime partitions {partitions} != state store partitions {store.partitions}")
+        if held_max_age_seconds is not None and held_max_age_seconds <= 0:
+            raise ValueError("held_max_age_seconds must be > 0 (or None for no age bound)")
+        if held_max_count is not None and held_max_count < 0:
+            raise ValueError("held_max_count must be >= 0 (or None for no count bound)")
+        self.deciders = dict(deciders)
+        by_name = dict(mappings) if isinstance(mappings, Mapping) else {m.aggregate: m for m in mappings}
+        missing = sorted(set(self.deciders) - set(by_name))
+        if missing:
+            raise ValueError(f"no mapping for aggregate(s) {', '.join(missing)}")
+        self.mappings = by_name
+        self.store = store
+        self.partitions = partitions
+        self.held_max_age_seconds = held_max_age_seconds
+        self.held_max_count = held_max_count
+        versions = dict(schema_versions or {})
+        self.schema_versions = {a: versions.get(a, by_name[a].schema_version) for a in self.deciders}
+        self.topics = {a: by_name[a].events_topic for a in self.deciders}
+
+    @classmethod
+    def from_mappings(
+        cls,
+        mappings: Iterable[AggregateMapping],
+        store: LmdbStateStore,
+        *,
+        held_max_age_seconds: float | None,
+        held_max_count: int | None,
+    ) -> "AggregateRuntime":
+        """A runtime with each mapping's decider (its Python class, else the declarative one)."""
+        ms = list(mappings)
+        return cls(
+            {m.aggregate: load_decider(m) for m in ms},
+            ms,
+            store,
+            store.partitions,
+            held_max_age_seconds,
+            held_max_count,
+        )
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, commands: list[Command], txn: TxnInfo) -> ApplyResult:
+        """Apply the commands of ONE source transaction (binlog order). Deterministic; see the module doc."""
+        result = ApplyResult()
+        result.dead_letters.extend(self.expire_held(txn.commit_ts))
+
+        groups: dict[tuple[str, str], list[Command]] = {}
+        for cmd in commands:
+            groups.setdefault((cmd.aggregate, cmd.aggregate_id), []).append(cmd)
+
+        grown: set[int] = set()
+        for (aggregate, aggregate_id), cmds in groups.items():
+            decider = self.deciders.get(aggregate)
+            if decider is None:
+                raise UnknownAggregateError(
+                    f"command for aggregate {aggregate!r}, which has no mapping loaded "
+                    f"(known: {', '.join(sorted(self.deciders)) or 'none'})"
+                )
+            cmds.sort(key=lambda c: c.index)   # stable: binlog order within the transaction
+            partition = partition_for(aggregate_id, self.partitions)
+            record = self.store.get(partition, aggregate, aggregate_id)
+            if record is None:
+                record = AggregateRecord(aggregate, aggregate_id, decider.initial_state())
+            elif record.last_position is not None:
+                fresh = [c for c in cmds if c.position > record.last_position]
+                result.skipped += len(cmds) - len(fresh)
+                if not fresh:
+                    continue
+                cmds = fresh
+            if self._apply_group(decider, partition, record, cmds, txn, result):
+                grown.add(partition)
+
+        for partition in sorted(grown):
+            result.dead_letters.extend(self._expire_over_count(partition))
+        return result
+
+    def _apply_group(
+        self,
+        decider: Decider,
+        partition: int,
+        record: AggregateRecord,
+        cmds: list[Command],
+        txn: TxnInfo,
+        result: ApplyResult,
+    ) -> bool:
+        """Decide and evolve one aggregate instance; True if it holds children it did not hold before."""
+        aggregate, aggregate_id = record.aggregate, record.aggregate_id
+        pos = txn.position
+        try:
+            decision = decider.decide(record.state, cmds)
+            state = record.state
+            for draft in decision.events:
+                state = decider.evolve(state, draft)
+        except Exception as e:
+            raise DeciderError(
+                f"{type(decider).__name__} failed on {aggregate} {aggregate_id} in source transaction "
+                f"{txn.txn_id} ({pos}): {type(e).__name__}: {e}"
+            ) from e
+        sequence = record.sequence
+        topic = self.topics[aggregate]
+        version = self.schema_versions[aggregate]
+        for draft in decision.events:
+            if draft.internal:
+                continue
+            sequence += 1
+            result.events.append(
+                DomainEvent(
+                    event_type=draft.event_type,
+                    aggregate=aggregate,
+                    aggregate_id=aggregate_id,
+                    sequence=sequence,
+                    schema_version=version,
+                    occurred_at=txn.commit_ts,
+                    source={
+                        "table": draft.table,
+                        "gtid": txn.gtid,
+                        "binlog_file": pos.binlog_file,
+                        "binlog_pos": pos.binlog_pos,
+                        "txn_id": txn.txn_id,
+                    },
+                    data=draft.data,
+                    topic=topic,
+                    extra_headers={TOMBSTONE_HEADER: "1"} if draft.meta.get("tombstone") else {},
+                )
+            )
+        result.dead_letters.extend(decision.rejections)
+
+        grew = self._reindex_held(partition, aggregate, aggregate_id, record.state, state)
+        self.store.put(
+            partition,
+            AggregateRecord(
+                aggregate=aggregate,
+                aggregate_id=aggregate_id,
+                state=state,
+                sequence=sequence,
+                last_position=pos,
+                held_since=_oldest_held(state),
+            ),
+        )
+        return grew
+
+    def _reindex_held(
+        self, partition: int, aggregate: str, aggregate_id: str, before: dict[str, Any], after: dict[str, Any]
+    ) -> bool:
+        old = {(e, i): entry["since"] for e, i, entry in held_entries(before)}
+        new = {(e, i): entry["since"] for e, i, entry in held_entries(after)}
+        for (entity, entity_id), since in old.items():
+            if new.get((entity, entity_id)) != since:
+                self.store.held_remove(HeldRef(partition, since, aggregate, aggregate_id, entity, entity_id))
+        grew = False
+        for (entity, entity_id), since in new.items():
+            if old.get((entity, entity_id)) != since:
+                self.store.held_add(HeldRef(partition, since, aggregate, aggregate_id, entity, entity_id))
+                grew = True
+        return grew
+
+    # ------------------------------------------------------------------ held children bounds
+
+    def expire_held(self, now_source_ts: float) -> list[DeadLetter]:
+        """Drop the children held longer than held_max_age_seconds at source time `now_source_ts`.
+
+        Called by apply() with the transaction's commit_ts; age is measured in source time so
+        that replaying the binlog expires exactly the same children at the same point.
+        """
+        if self.held_max_age_seconds is None:
+            return []
+        due = self.store.held_due(now_source_ts - self.held_max_age_seconds)
+        out: list[DeadLetter] = []
+        for ref in due:
+            dl = self._expire(
+                ref,
+                f"held longer than {self.held_max_age_seconds:g}s of source time without its parent "
+                f"(held since {rfc3339(ref.since)}, now {rfc3339(now_source_ts)})",
+            )
+            if dl is not None:
+                out.append(dl)
+        return out
+
+    def _expire_over_count(self, partition: int) -> list[DeadLetter]:
+        if self.held_max_count is None:
+            return []
+        excess = self.store.held_count(partition) - self.held_max_count
+        if excess <= 0:
+            return []
+        out: list[DeadLetter] = []
+        for ref in self.store.held_oldest(partition, limit=excess):
+            dl = self._expire(
+                ref,
+                f"partition {partition} held more than {self.held_max_count} children waiting for their "
+                f"parent; the oldest go first (held since {rfc3339(ref.since)})",
+            )
+            if dl is not None:
+                out.append(dl)
+        return out
+
+    def _expire(self, ref: HeldRef, why: str) -> DeadLetter | None:
+        self.store.held_remove(ref)
+        record = self.store.get(ref.partition, ref.aggregate, ref.aggregate_id)
+        entry = None
+        if record is not None:
+            entry = (record.state.get("held") or {}).get(ref.entity, {}).get(ref.entity_id)
+        if entry is None or entry.get("since") != ref.since:
+            log.warning("held_index_stale_entry", ref=ref._asdict())
+            return None
+        state = without_held(record.state, ref.entity, ref.entity_id)
+        self.store.put(
+            ref.partition,
+            AggregateRecord(
+                aggregate=record.aggregate,
+                aggregate_id=record.aggregate_id,
+                state=state,
+                sequence=record.sequence,
+                last_position=record.last_position,
+                held_since=_oldest_held(state),
+            ),
+        )
+        pos = entry.get("position")
+        return DeadLetter(
+            reason=ORPHAN,
+            detail=f"{ref.aggregate} {ref.aggregate_id} {ref.entity} {ref.entity_id}: {why}",
+            table=entry.get("table"),
+            aggregate=ref.aggregate,
+            aggregate_id=ref.aggregate_id,
+            position=SourcePosition.from_dict(pos) if pos else None,
+            txn_id=entry.get("txn_id"),
+            record={
+                "entity": ref.entity,
+                "entity_id": ref.entity_id,
+                "payload": entry.get("fields"),
+                "held_since": rfc3339(ref.since),
+            },
+        )
+
+    def held_stats(self) -> tuple[int, float | None]:
+        """(held children in all partitions, source commit time of the oldest or None): for metrics."""
+        return self.store.held_stats()
+
+    # ------------------------------------------------------------------ batch boundaries
+
+    def commit(self, position: SourcePosition, extra_meta: dict[str, Any] | None = None) -> int:
+        """Make the batch durable (after the Kafka transaction committed). Returns the batch number."""
+        return self.store.commit(position, extra_meta)
+
+    def rollback(self) -> None:
+        """Forget the batch (after the Kafka transaction aborted); then re-apply its transactions."""
+        self.store.rollback()
+
+
+def _oldest_held(state: dict[str, Any]) -> float | None:
+    sinces = [entry["since"] for _, _, entry in held_entries(state)]
+    return min(sinces) if sinces else None

@@ -1,0 +1,564 @@
+"""Aggregate state in LMDB: one environment, one named database per partition.
+
+Layout of the environment (a directory, `state_dir`):
+
+    p0000 … p{P-1}   one named DB per partition: b"<aggregate>\\x00<aggregate_id>" -> record JSON
+    held             index of held children, all partitions, ordered by partition then age:
+                     b"p0007\\x00<since µs, 20 digits>\\x00<aggregate>\\x00<id>\\x00<entity>\\x00<entity id>"
+                     -> JSON [since, aggregate, aggregate_id, entity, entity_id]
+    meta             b"<name>" -> JSON: format, partitions, batch, applied_position, the
+                     caller's extra keys, and held_count:p0007 counters (internal)
+
+One environment makes a whole batch, across all partitions, one LMDB write
+transaction: the records, the held index, the applied position and the batch counter
+commit together or not at all. Partitions stay first-class: each has its own key space
+(its own DB, its own prefix in `held`), so a partition can later be copied out, moved
+to another machine or rebuilt from a changelog without touching the others.
+
+Writes go to an in-memory write-back cache (the current batch); reads see the cache
+first, then the last commit. `commit()` writes the cache in one transaction;
+`rollback()` drops it (the batch is redone after a Kafka transaction abort).
+
+One writer: the store takes an exclusive lock file in the directory; a second writer
+fails fast instead of interleaving batches. Read-only opens (inspect) take no lock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import hashlib
+import heapq
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple
+
+import lmdb
+import structlog
+
+from cdc_bridge.source.position import SourcePosition
+from cdc_bridge.state.exceptions import (
+    PartitionCountMismatchError,
+    StateStoreError,
+    StateStoreFullError,
+    StateStoreLockedError,
+    StateStoreReadOnlyError,
+)
+from cdc_bridge.state.record import AggregateRecord
+
+log = structlog.get_logger(__name__)
+
+FORMAT_VERSION = 1
+RESERVED_META = frozenset({"format", "partitions", "applied_position"})
+_HELD_COUNT = "held_count:"
+_LOCK_FILE = "writer.lock"
+_MAX_KEY = 511  # LMDB's default maximum key size (checked against the environment at open)
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+
+
+def _dumps(obj: Any) -> bytes:
+    return _encoder.encode(obj).encode("utf-8")
+
+
+def _loads(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+def partition_db_name(partition: int) -> bytes:
+    return b"p%04d" % partition
+
+
+def _bounded(key: bytes, limit: int) -> bytes:
+    """Keys longer than LMDB allows keep their (ordering) head and end with a digest of the whole."""
+    if len(key) <= limit:
+        return key
+    digest = hashlib.sha256(key).hexdigest()[:32].encode()
+    return key[: limit - len(digest) - 1] + b"#" + digest
+
+
+class HeldRef(NamedTuple):
+    """One entry of the held-children index: a child waiting in an aggregate's state for its parent."""
+
+    partition: int
+    since: float
+    aggregate: str
+    aggregate_id: str
+    entity: str
+    entity_id: str
+
+
+class _HeldBatch:
+    """The current batch's changes to one partition's held index.
+
+    changes: key -> value (added) or None (removed); added: the added keys, sorted;
+    skip: committed keys below it are all removed in this batch (where a scan may start).
+    """
+
+    __slots__ = ("changes", "added", "skip")
+
+    def __init__(self) -> None:
+        self.changes: dict[bytes, bytes | None] = {}
+        self.added: list[bytes] = []
+        self.skip = b""
+
+    def add(self, key: bytes, value: bytes) -> None:
+        if self.changes.get(key) is None:
+            bisect.insort(self.added, key)
+        self.changes[key] = value
+
+    def remove(self, key: bytes) -> None:
+        if self.changes.get(key) is not None:
+            i = bisect.bisect_left(self.added, key)
+            del self.added[i]
+        self.changes[key] = None
+
+
+class LmdbStateStore:
+    """Aggregate records per partition, the held-children index and the applied position, in one LMDB env."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        partitions: int,
+        map_size: int = 1 << 30,
+        *,
+        max_map_size: int = 1 << 40,
+        sync: bool = True,
+        readonly: bool = False,
+    ) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.path = Path(path)
+        self.partitions = partitions
+        self.readonly = readonly
+        self._max_map_size = max_map_size
+        self._lock_fd: int | None = None
+        self._rtxn: lmdb.Transaction | None = None
+        self._records: dict[int, dict[bytes, AggregateRecord | None]] = {}
+        self._held: dict[int, _HeldBatch] = {}
+        self._held_counts: dict[int, int] = {}
+        self._held_floor: dict[int, float] = {}  # per partition: lower bound of every held `since` (absent: unknown)
+        self._closed = False
+
+        if readonly:
+            if not (self.path / "data.mdb").exists():
+                raise StateStoreError(f"no state store at {self.path} (nothing to open read-only)")
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._take_writer_lock()
+        try:
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=partitions + 4,
+                subdir=True,
+                sync=sync,
+                readonly=readonly,
+                create=not readonly,
+                readahead=False,
+            )
+            self._max_key = min(_MAX_KEY, self._env.max_key_size())
+            self._meta_db = self._env.open_db(b"meta", create=not readonly)
+            self._check_partitions()
+            self._pdb = [self._env.open_db(partition_db_name(p), create=not readonly) for p in range(partitions)]
+            self._held_db = self._env.open_db(b"held", create=not readonly)
+        except BaseException as e:
+            if hasattr(self, "_env"):
+                self._env.close()
+            self._release_writer_lock()
+            if isinstance(e, lmdb.Error):
+                raise StateStoreError(f"cannot open state store {self.path}: {e}") from e
+            raise
+
+    # ------------------------------------------------------------------ opening
+
+    def _take_writer_lock(self) -> None:
+        fd = os.open(self.path / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateStoreLockedError(
+                f"state store {self.path} is open for writing by another process; "
+                "one bridge per state directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _release_writer_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def _check_partitions(self) -> None:
+        with self._env.begin(db=self._meta_db) as txn:
+            raw = txn.get(b"partitions")
+            fmt = txn.get(b"format")
+        if raw is None:
+            if self.readonly:
+                raise StateStoreError(f"state store {self.path} was never initialized")
+            with self._env.begin(write=True, db=self._meta_db) as txn:
+                txn.put(b"format", _dumps(FORMAT_VERSION))
+                txn.put(b"partitions", _dumps(self.partitions))
+                txn.put(b"batch", _dumps(0))
+            log.info("state_store_created", path=str(self.path), partitions=self.partitions)
+            return
+        stored = _loads(raw)
+        if stored != self.partitions:
+            raise PartitionCountMismatchError(
+                f"state store {self.path} holds {stored} partitions but was opened with {self.partitions}: "
+                f"aggregate ids are routed by murmur2(id) mod partitions, so changing the count moves them; "
+                f"keep partitions: {stored}, or re-partition with `cdc-bridge rebuild`"
+            )
+        if fmt is not None and _loads(fmt) != FORMAT_VERSION:
+            raise StateStoreError(
+                f"state store {self.path} has format {_loads(fmt)}, this version reads {FORMAT_VERSION}; "
+                "rebuild it with `cdc-bridge rebuild`"
+            )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StateStoreError(f"state store {self.path} is closed")
+
+    def _check_partition(self, partition: int) -> None:
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} out of range 0..{self.partitions - 1}")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.readonly:
+            raise StateStoreReadOnlyError(f"state store {self.path} is open read-only")
+
+    def _read(self) -> lmdb.Transaction:
+        """The read snapshot of the last commit; the current batch lives in the cache on top of it."""
+        if self._rtxn is None:
+            self._rtxn = self._env.begin(write=False)
+        return self._rtxn
+
+    def _end_read(self) -> None:
+        if self._rtxn is not None:
+            self._rtxn.abort()
+            self._rtxn = None
+
+    def record_key(self, aggregate: str, aggregate_id: str) -> bytes:
+        return _bounded(f"{aggregate}\x00{aggregate_id}".encode("utf-8"), self._max_key)
+
+    def _held_key(self, ref: HeldRef) -> bytes:
+        micros = max(0, round(ref.since * 1_000_000))
+        raw = "%s\x00%020d\x00%s\x00%s\x00%s\x00%s" % (
+            partition_db_name(ref.partition).decode(), micros, ref.aggregate, ref.aggregate_id, ref.entity, ref.entity_id,
+        )
+        return _bounded(raw.encode("utf-8"), self._max_key)
+
+    @staticmethod
+    def _held_prefix(partition: int) -> bytes:
+        return partition_db_name(partition) + b"\x00"
+
+    # ------------------------------------------------------------------ records
+
+    def get(self, partition: int, aggregate: str, aggregate_id: str) -> AggregateRecord | None:
+        """The record as of the current batch (cache first, then the last commit), or None.
+
+        Records are values: after changing one, put() it back.
+        """
+        self._check_open()
+        self._check_partition(partition)
+        key = self.record_key(aggregate, aggregate_id)
+        cached = self._records.get(partition)
+        if cached is not None and key in cached:
+            return cached[key]
+        raw = self._read().get(key, db=self._pdb[partition])
+        return AggregateRecord.from_json_dict(_loads(raw)) if raw is not None else None
+
+    def put(self, partition: int, record: AggregateRecord) -> None:
+        self._check_writable()
+        self._check_partition(partition)
+        key = self.record_key(record.aggregate, record.aggregate_id)
+        self._records.setdefault(partition, {})[key] = record
+
+    def delete(self, partition: int, aggregate: str, aggregate_id: str) -> None:
+        self._check_writable()
+        self._check_partition(partition)
+        self._records.setdefault(partition, {})[self.record_key(aggregate, aggregate_id)] = None
+
+    def records(self, partition: int) -> Iterator[AggregateRecord]:
+        """Committed records of one partition in key order (inspect, rebuild, changelog)."""
+        self._check_open()
+        self._check_partition(partition)
+        with self._env.begin(db=self._pdb[partition]) as txn:
+            for _, raw in txn.cursor():
+                yield AggregateRecord.from_json_dict(_loads(raw))
+
+    # ------------------------------------------------------------------ held index
+
+    def held_add(self, ref: HeldRef) -> None:
+        self._check_writable()
+        self._check_partition(ref.partition)
+        key = self._held_key(ref)
+        batch = self._held_batch(ref.partition)
+        if self._held_exists(key, batch):
+            return
+        batch.add(key, _dumps([ref.since, ref.aggregate, ref.aggregate_id, ref.entity, ref.entity_id]))
+        self._held_counts[ref.partition] = self.held_count(ref.partition) + 1
+        floor = self._held_floor.get(ref.partition)
+        if floor is not None and ref.since < floor:
+            self._held_floor[ref.partition] = ref.since
+
+    def held_remove(self, ref: HeldRef) -> None:
+        self._check_writable()
+        self._check_partition(ref.partition)
+        key = self._held_key(ref)
+        batch = self._held_batch(ref.partition)
+        if not self._held_exists(key, batch):
+            return
+        batch.remove(key)
+        self._held_counts[ref.partition] = self.held_count(ref.partition) - 1
+
+    def _held_batch(self, partition: int) -> "_HeldBatch":
+        batch = self._held.get(partition)
+        if batch is None:
+            batch = self._held[partition] = _HeldBatch()
+        return batch
+
+    def _held_exists(self, key: bytes, batch: "_HeldBatch") -> bool:
+        if key in batch.changes:
+            return batch.changes[key] is not None
+        return self._read().get(key, db=self._held_db) is not None
+
+    def held_count(self, partition: int) -> int:
+        """Held children in one partition, including the current batch."""
+        self._check_partition(partition)
+        if partition in self._held_counts:
+            return self._held_counts[partition]
+        raw = self._read().get((_HELD_COUNT + partition_db_name(partition).decode()).encode(), db=self._meta_db)
+        return _loads(raw) if raw is not None else 0
+
+    def held_oldest(self, partition: int, limit: int | None = None, before: float | None = None) -> list[HeldRef]:
+        """Held entries of one partition, oldest first (ties in key order), including the current batch.
+
+        limit: at most this many; before: only those with since < before.
+        """
+        self._check_open()
+        self._check_partition(partition)
+        out: list[HeldRef] = []
+        for ref in self._iter_held(partition):
+            if (limit is not None and len(out) >= limit) or (before is not None and ref.since >= before):
+                break
+            out.append(ref)
+        return out
+
+    def _iter_held(self, partition: int) -> Iterator[HeldRef]:
+        prefix = self._held_prefix(partition)
+        batch = self._held.get(partition) or _HeldBatch()
+        changes = batch.changes
+
+        def committed() -> Iterator[tuple[bytes, bytes]]:
+            cur = self._read().cursor(db=self._held_db)
+            if not cur.set_range(max(prefix, batch.skip)):
+                return
+            leading = True
+            for k, v in cur:
+                if not k.startswith(prefix):
+                    return
+                if k in changes:          # removed (or re-added) in the current batch
+                    if leading and changes[k] is None:
+                        # the oldest entries are the ones removed first: never walk past them again
+                        batch.skip = k + b"\x00"
+                    continue
+                leading = False
+                yield k, v
+
+        added = ((k, changes[k]) for k in batch.added)
+        for _, raw in heapq.merge(committed(), added, key=lambda kv: kv[0]):
+            since, aggregate, aggregate_id, entity, entity_id = _loads(raw)
+            yield HeldRef(partition, since, aggregate, aggregate_id, entity, entity_id)
+
+    def held_due(self, before: float) -> list[HeldRef]:
+        """Every held entry (all partitions) with since < before, oldest first.
+
+        Cheap when nothing is due: a lower bound of `since` per partition is kept in memory.
+        The caller is expected to remove what it gets.
+        """
+        self._check_open()
+        due: list[HeldRef] = []
+        for p in range(self.partitions):
+            floor = self._held_floor.get(p)
+            if floor is not None and floor >= before:
+                continue
+            first_due = len(due)
+            rest = float("inf")
+            for ref in self._iter_held(p):
+                if ref.since < before:
+                    due.append(ref)
+                else:
+                    rest = ref.since
+                    break
+            # until a later scan confirms their removal, the bound stays at the oldest due entry
+            self._held_floor[p] = due[first_due].since if len(due) > first_due else rest
+        due.sort(key=lambda r: (r.since, r.partition, self._held_key(r)))
+        return due
+
+    def held_stats(self) -> tuple[int, float | None]:
+        """(held children in all partitions, since of the oldest or None), including the current batch."""
+        self._check_open()
+        count = 0
+        oldest: float | None = None
+        for p in range(self.partitions):
+            n = self.held_count(p)
+            count += n
+            if n:
+                first = self.held_oldest(p, limit=1)
+                if first and (oldest is None or first[0].since < oldest):
+                    oldest = first[0].since
+        return count, oldest
+
+    # ------------------------------------------------------------------ batch
+
+    @property
+    def dirty(self) -> int:
+        return sum(len(c) for c in self._records.values()) + sum(len(b.changes) for b in self._held.values())
+
+    def commit(self, position: SourcePosition, extra_meta: dict[str, Any] | None = None) -> int:
+        """Write the batch: dirty records, held index, applied position, batch counter, in ONE write txn.
+
+        extra_meta: more meta keys (JSON values) written in the same transaction. The batch
+        counter is extra_meta["batch"] when given (the pipeline passes its Kafka batch
+        number, so meta and checkpoint agree), else the previous one + 1. Returns it.
+        Grows the map (x2) and retries when LMDB is full.
+        """
+        self._check_writable()
+        extra = dict(extra_meta or {})
+        for k in extra:
+            if k in RESERVED_META or k.startswith(_HELD_COUNT):
+                raise ValueError(f"extra_meta key {k!r} is reserved by the state store")
+        given_batch = extra.pop("batch", None)
+        if given_batch is not None and (not isinstance(given_batch, int) or isinstance(given_batch, bool)):
+            raise ValueError(f"extra_meta['batch'] must be an int, got {given_batch!r}")
+        writes: list[tuple[Any, bytes, bytes | None]] = []
+        for p, cache in self._records.items():
+            db = self._pdb[p]
+            writes.extend((db, k, _dumps(r.to_json_dict()) if r is not None else None) for k, r in cache.items())
+        for batch in self._held.values():
+            writes.extend((self._held_db, k, v) for k, v in batch.changes.items())
+        for p, n in self._held_counts.items():
+            writes.append((self._meta_db, (_HELD_COUNT + partition_db_name(p).decode()).encode(), _dumps(n)))
+        writes.append((self._meta_db, b"applied_position", _dumps(position.to_dict())))
+        writes.extend((self._meta_db, k.encode("utf-8"), _dumps(v)) for k, v in extra.items())
+
+        self._end_read()
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    if given_batch is not None:
+                        batch = given_batch
+                    else:
+                        raw = txn.get(b"batch", db=self._meta_db)
+                        batch = (_loads(raw) if raw is not None else 0) + 1
+                    for db, k, v in writes:
+                        if v is None:
+                            txn.delete(k, db=db)
+                        else:
+                            txn.put(k, v, db=db)
+                    txn.put(b"batch", _dumps(batch), db=self._meta_db)
+                break
+            except lmdb.MapFullError:
+                self._grow()
+        self._records.clear()
+        self._held.clear()
+        self._held_counts.clear()
+        return batch
+
+    def rollback(self) -> None:
+        """Drop the current batch (records, held index); the store is as of the last commit again."""
+        self._check_open()
+        self._records.clear()
+        self._held.clear()
+        self._held_counts.clear()
+        self._held_floor.clear()
+        self._end_read()
+
+    def _grow(self) -> None:
+        self._end_read()
+        current = self._env.info()["map_size"]
+        new = current * 2
+        if new > self._max_map_size:
+            raise StateStoreFullError(
+                f"state store {self.path} is full at map_size {current} bytes and may not grow past "
+                f"max_map_size {self._max_map_size}; raise the limit or free disk space"
+            )
+        self._env.set_mapsize(new)
+        log.warning("state_store_map_grown", path=str(self.path), map_size=new)
+
+    # ------------------------------------------------------------------ meta, stats
+
+    def applied_position(self) -> SourcePosition | None:
+        """The position of the last committed batch, or None for a fresh store."""
+        self._check_open()
+        with self._env.begin(db=self._meta_db) as txn:
+            raw = txn.get(b"applied_position")
+        return SourcePosition.from_dict(_loads(raw)) if raw is not None else None
+
+    def meta(self) -> dict[str, Any]:
+        """Committed meta: format, partitions, batch, applied_position (as a dict) and the extra keys."""
+        self._check_open()
+        out: dict[str, Any] = {}
+        with self._env.begin(db=self._meta_db) as txn:
+            for k, v in txn.cursor():
+                name = k.decode("utf-8")
+                if not name.startswith(_HELD_COUNT):
+                    out[name] = _loads(v)
+        return out
+
+    @property
+    def map_size(self) -> int:
+        return self._env.info()["map_size"]
+
+    def stats(self) -> dict[str, Any]:
+        """For metrics and inspect.
+
+        size_bytes:     bytes of the pages in use (the data file may be sparse up to map_size)
+        map_size:       current LMDB map size (grows x2 when full)
+        map_used_ratio: size_bytes / map_size
+        entries:        aggregate records in all partitions, as of the last commit
+        held:           held children in all partitions, including the current batch
+        dirty:          records and index entries waiting in the current batch
+        """
+        self._check_open()
+        info = self._env.info()
+        psize = self._env.stat()["psize"]
+        used = (info["last_pgno"] + 1) * psize
+        with self._env.begin() as txn:
+            entries = sum(txn.stat(db)["entries"] for db in self._pdb)
+        return {
+            "size_bytes": used,
+            "map_size": info["map_size"],
+            "map_used_ratio": used / info["map_size"],
+            "entries": entries,
+            "held": self.held_stats()[0],
+            "dirty": self.dirty,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the environment. An uncommitted batch is dropped."""
+        if self._closed:
+            return
+        self._end_read()
+        self._records.clear()
+        self._held.clear()
+        self._held_counts.clear()
+        self._env.close()
+        self._release_writer_lock()
+        self._closed = True
+
+    def __enter__(self) -> "LmdbStateStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
