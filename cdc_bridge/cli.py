@@ -168,7 +168,9 @@ def _inspect(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     ckpt_topic = cfg.kafka.checkpoint_topic or f"{cfg.name}.checkpoints"
     out: dict = {"checkpoint": read_checkpoint(cfg.kafka, ckpt_topic, cfg.name)}
-    store = LmdbStateStore(cfg.state.dir, partitions=cfg.state.partitions, map_size=cfg.state.map_size_mb << 20)
+    # read-only: works beside a running daemon, which holds the writer lock
+    store = LmdbStateStore(cfg.state.dir, partitions=cfg.state.partitions, map_size=cfg.state.map_size_mb << 20,
+                           readonly=True)
     try:
         pos = store.applied_position()
         out["state"] = {"applied_position": pos.to_dict() if pos else None, "meta": store.meta(), **store.stats()}

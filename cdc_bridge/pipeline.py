@@ -41,6 +41,11 @@ from cdc_bridge.state.lmdb_store import LmdbStateStore
 log = structlog.get_logger(__name__)
 
 
+# Dead-letter reasons raised by the mapping stage or held-children bounds; every other
+# reason is an aggregate's rejection of a command.
+MAPPING_REASONS = frozenset({"coercion_failed", "null_key", "missing_column", "bad_row", "orphan"})
+
+
 class RecoveryError(Exception):
     """Kafka's checkpoint and LMDB's state cannot be reconciled automatically."""
 
@@ -73,6 +78,7 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
+        self.streaming = threading.Event()  # set once recovery is done and the binlog is being read
         self._source: BinlogSource | None = None
         self.store: LmdbStateStore | None = None
         self.publisher: TransactionalPublisher | None = None
@@ -119,7 +125,7 @@ class Bridge:
     def _topic_specs(self) -> list[TopicSpec]:
         k = self.config.kafka
         specs = [TopicSpec.events(a.events_topic, k) for a in self.mappings.aggregates]
-        specs.append(TopicSpec.checkpoint(self.checkpoint_topic))
+        specs.append(TopicSpec.checkpoint(self.checkpoint_topic, k))
         specs.append(TopicSpec.dead_letter(self.dead_letter_topic, k))
         return specs
 
@@ -180,6 +186,10 @@ class Bridge:
             start = self._fresh_start_position()
             self.origin = start
             log.info("no checkpoint: starting fresh", start=str(start) if start else "earliest")
+            if start is not None:
+                # Pin the origin at once: a crash before the first batch must resume here,
+                # not at a later "current" position that would skip what was written meanwhile.
+                self._commit_checkpoint_only(start)
             return start, None
         ck_pos = SourcePosition.from_dict(ckpt["position"])
         self.origin = SourcePosition.from_dict(ckpt["origin"]) if ckpt.get("origin") else None
@@ -208,6 +218,14 @@ class Bridge:
             f"Move {self.config.state.dir} aside and restart to rebuild state from the origin {self.origin}."
         )
 
+    def _commit_checkpoint_only(self, position: SourcePosition) -> None:
+        assert self.publisher is not None and self.store is not None
+        origin = (self.origin or position).to_dict()
+        self.publisher.publish_batch([], [], {"position": position.to_dict(), "origin": origin,
+                                              "batch": self.batches_committed, "transactions": 0, "events": 0})
+        self.store.commit(position, {"batch": self.batches_committed, "origin": origin})
+        self.committed = position
+
     def _fresh_start_position(self) -> SourcePosition | None:
         if self.config.start == "earliest":
             return None
@@ -226,6 +244,7 @@ class Bridge:
         self._open()
         try:
             start, replay_until = self._recover()
+            self.streaming.set()
             self._stream(start, replay_until)
         finally:
             self._close()
@@ -251,6 +270,7 @@ class Bridge:
                 now = time.time()
                 self.last_loop = now
                 self.metrics.last_loop_timestamp.set(now)
+                self.readiness()  # keeps the cdc_bridge_ready gauge current without a prober
                 if txn is None:  # idle tick
                     if replay_until is None:
                         self.lag_seconds = 0.0 if not batch else now - batch.txns[-1].commit_ts
@@ -369,7 +389,7 @@ class Bridge:
             m.events_published.labels(ev.aggregate, ev.event_type).inc()
         for dl in batch.dead_letters:
             m.dead_letters.labels(dl.reason).inc()
-            if dl.aggregate and dl.reason not in ("coercion_failed", "null_key", "orphan"):
+            if dl.aggregate and dl.reason not in MAPPING_REASONS:
                 m.rejections.labels(dl.aggregate, dl.reason).inc()
         pos = batch.position
         m.source_position.info({"gtid": pos.gtid or "", "binlog_file": pos.binlog_file, "binlog_pos": str(pos.binlog_pos)})

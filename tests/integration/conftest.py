@@ -67,3 +67,7 @@ def fresh_db(services):
     yield name
     with mariadb.admin_connect() as conn, conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+# the shared bridge harness (tests/integration/bridge_harness.py) is imported by module name
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
