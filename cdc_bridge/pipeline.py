@@ -13,6 +13,7 @@ the batch is read again from the binlog.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from cdc_bridge.mapping.loader import MappingSet, load_mappings
 from cdc_bridge.observability.metrics import BridgeMetrics
 from cdc_bridge.sink.checkpoint import read_checkpoint
 from cdc_bridge.sink.errors import BatchAbortedError
-from cdc_bridge.sink.publisher import TransactionalPublisher
+from cdc_bridge.sink.publisher import PublisherHooks, TransactionalPublisher
 from cdc_bridge.sink.topics import TopicAdmin, TopicSpec
 from cdc_bridge.source.binlog import BinlogSource
 from cdc_bridge.source.position import SourcePosition, binlog_file_index
@@ -162,12 +163,26 @@ class Bridge:
             dead_letter_topic=self.dead_letter_topic,
             bridge_name=cfg.name,
             partitioner=partition_for,
+            hooks=self._publisher_hooks(),
         )
         # init_transactions first: it fences a previous incarnation and resolves its open
         # transaction, so the checkpoint read below is final.
         self.publisher.start()
         self.kafka_ok = True
         self.metrics.kafka_connected.set(1)
+
+    def _publisher_hooks(self) -> PublisherHooks:
+        on_retry = lambda op, err: self.metrics.errors.labels(f"kafka_{op}_retry").inc()  # noqa: E731
+        delay_ms = float(os.environ.get("CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS", "0") or 0)
+        if delay_ms > 0:
+            # Fault injection for the crash test: hold each Kafka transaction open for a while
+            # so that a kill lands inside it. Never set in production.
+            def hold(n: int) -> None:
+                log.warning("fault injection: Kafka transaction open", records=n, hold_ms=delay_ms)
+                time.sleep(delay_ms / 1000)
+
+            return PublisherHooks(on_retry=on_retry, before_commit=hold)
+        return PublisherHooks(on_retry=on_retry)
 
     def _recover(self) -> tuple[SourcePosition | None, SourcePosition | None]:
         """Returns (start position for the source, position up to which we only re-apply state)."""

@@ -76,6 +76,9 @@ class PublisherHooks:
     on_abort: Callable[[KafkaError | None], None] | None = None
     on_retry: Callable[[str, KafkaError], None] | None = None     # (operation, error)
     on_fatal: Callable[[FatalPublishError], None] | None = None
+    # called with the Kafka transaction open and every record produced, right before the
+    # commit (fault injection in the crash test; exceptions here abort the batch)
+    before_commit: Callable[[int], None] | None = None
 
 
 class TransactionalPublisher:
@@ -206,6 +209,8 @@ class TransactionalPublisher:
         try:
             t1 = time.perf_counter()
             self._produce_all(messages)
+            if self.hooks.before_commit is not None:
+                self.hooks.before_commit(len(messages))
             t2 = time.perf_counter()
             phase = "commit"
             retries = self._commit()
