@@ -35,6 +35,7 @@ from cdc_bridge.sink.publisher import PublisherHooks, TransactionalPublisher
 from cdc_bridge.sink.topics import TopicAdmin, TopicSpec
 from cdc_bridge.source.binlog import BinlogSource
 from cdc_bridge.source.position import SourcePosition, binlog_file_index
+from cdc_bridge.source.errors import SourceUnavailableError
 from cdc_bridge.source.preflight import check_server, current_position
 from cdc_bridge.source.transaction import SourceTransaction
 from cdc_bridge.state.lmdb_store import LmdbStateStore
@@ -45,6 +46,10 @@ log = structlog.get_logger(__name__)
 # Dead-letter reasons raised by the mapping stage or held-children bounds; every other
 # reason is an aggregate's rejection of a command.
 MAPPING_REASONS = frozenset({"coercion_failed", "null_key", "missing_column", "bad_row", "orphan"})
+
+
+class StopRequested(Exception):
+    """Raised inside retry loops when SIGTERM/SIGINT arrives, to leave them at once."""
 
 
 class RecoveryError(Exception):
@@ -149,11 +154,32 @@ class Bridge:
             held_max_count=self.config.held.max_count,
         )
 
+    def _sleep_or_stop(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise StopRequested()
+
+    def _check_source(self):
+        """Preflight the database, retrying an unreachable server (or a refused login) with backoff
+        forever: the monolith's database may come back; configuration errors are raised at once."""
+        delay = self.config.source.reconnect_initial_backoff
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return check_server(self.config.source)
+            except SourceUnavailableError as e:
+                self.metrics.errors.labels("source_connect").inc()
+                self.metrics.reconnects.labels("source", "connect_failed").inc()
+                log.error("cannot connect to the source database; retrying", attempt=attempt,
+                          retry_in_seconds=round(delay, 2), error=str(e))
+                self._sleep_or_stop(delay)
+                delay = min(delay * 2, self.config.source.reconnect_max_backoff)
+
     def _open(self) -> None:
         cfg = self.config
-        info = check_server(cfg.source)
+        info = self._check_source()
         log.info("source checked", flavor=info.flavor, version=info.version)
-        TopicAdmin(cfg.kafka).ensure_topics(self._topic_specs())
+        TopicAdmin(cfg.kafka, sleep=self._sleep_or_stop).ensure_topics(self._topic_specs())
         self.store = LmdbStateStore(cfg.state.dir, partitions=cfg.state.partitions, map_size=cfg.state.map_size_mb << 20)
         self.runtime = self._build_runtime(self.mappings)
         self.publisher = TransactionalPublisher(
@@ -256,11 +282,13 @@ class Bridge:
 
     # ---------------------------------------------------------------- main loop
     def run(self) -> int:
-        self._open()
         try:
+            self._open()
             start, replay_until = self._recover()
             self.streaming.set()
             self._stream(start, replay_until)
+        except StopRequested:
+            log.info("stopped while connecting")
         finally:
             self._close()
         return 0
