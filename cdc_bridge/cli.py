@@ -1,4 +1,4 @@
-"""cdc-bridge command line: run | check | inspect.
+"""cdc-bridge command line: run | check | rebuild | inspect.
 
 Exit codes: 0 ok; 1 mapping errors; 2 schema problems found by `check`; 3 server
 settings; 64 usage; 70 recovery refused; 78 bad configuration; source errors
@@ -58,6 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--db-password", default=None, help="prefer the CDC_BRIDGE__SOURCE__PASSWORD environment variable")
     chk.add_argument("--offline", action="store_true", help="only validate the files, even if a connection is configured")
 
+    reb = sub.add_parser(
+        "rebuild",
+        help="replay the command log into new, versioned events topics with fresh state",
+        description="Replay the bridge's command log (command_log.enabled must have been on) through the current "
+        "aggregate rules into <topic>.v<N>, with its own state (<state.dir>-v<N>) and checkpoint, while the running "
+        "bridge keeps serving the current topics. Logs 'rebuild caught up with the command log' when it has caught "
+        "up and keeps following the log until SIGTERM (or exits then with --until-caught-up). See "
+        "docs/operations.md for switching consumers over.",
+    )
+    reb.add_argument("--config", "-c", metavar="FILE", required=True, help="the running bridge's YAML file")
+    reb.add_argument("--version", "-V", dest="topic_version", type=int, required=True,
+                     help="version number of the new topics (2 or more)")
+    reb.add_argument("--mappings", "-m", metavar="DIR", help="mappings with the new rules (default: the config's)")
+    reb.add_argument("--until-caught-up", action="store_true", help="exit 0 once caught up instead of following")
+
     ins = sub.add_parser(
         "inspect",
         help="show the bridge's checkpoint, state position and an aggregate's stored state",
@@ -82,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args)
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "rebuild":
+            return _rebuild(args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
@@ -157,6 +174,19 @@ def _check(args: argparse.Namespace) -> int:
     report = mcheck.check_offline(mappings_dir) if (conn is None or args.offline) else mcheck.check_live(mappings_dir, conn)
     print(report.render())
     return report.exit_code
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from cdc_bridge.config import load_config
+    from cdc_bridge.mapping.loader import load_mappings
+    from cdc_bridge.rebuild import rebuild_bridge
+
+    cfg = load_config(args.config)
+    mappings = load_mappings(Path(args.mappings) if args.mappings else cfg.mappings_dir)
+    bridge = rebuild_bridge(cfg, mappings, args.topic_version, until_caught_up=args.until_caught_up)
+    signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
+    signal.signal(signal.SIGINT, lambda *_: bridge.stop())
+    return bridge.run()
 
 
 def _inspect(args: argparse.Namespace) -> int:

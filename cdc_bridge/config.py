@@ -49,6 +49,12 @@ class HttpSettings(_Section):
     port: int = Field(default=9108, ge=0, le=65535, description="metrics, /healthz and /readyz; 0 picks a free port")
 
 
+class CommandLogSettings(_Section):
+    enabled: bool = Field(default=False, description="write every command to a retained commands topic (needed by `rebuild`)")
+    topic: str | None = Field(default=None, description="default <name>.commands; partitions = state.partitions")
+    retention_ms: int = Field(default=-1, ge=-1, description="-1 keeps the command log forever")
+
+
 class BridgeConfig(_Section):
     name: str = Field(
         default="cdc-bridge",
@@ -68,7 +74,7 @@ class BridgeConfig(_Section):
     )
     ready_max_lag_seconds: float = Field(default=60.0, description="/readyz fails while lag is above this")
     log_level: str = "INFO"
-    tombstones: bool = Field(default=False, description="also write a Kafka tombstone (null value) after a deletion event")
+    command_log: CommandLogSettings = Field(default_factory=CommandLogSettings)
 
 
 class ConfigError(Exception):

@@ -26,13 +26,14 @@ from cdc_bridge.aggregate.router import partition_for
 from cdc_bridge.aggregate.runtime import AggregateRuntime
 from cdc_bridge.aggregate.decider import load_decider
 from cdc_bridge.config import BridgeConfig
-from cdc_bridge.mapping.command import DeadLetter
+from cdc_bridge.mapping.command import Command, DeadLetter
 from cdc_bridge.mapping.loader import MappingSet, load_mappings
 from cdc_bridge.observability.metrics import BridgeMetrics
 from cdc_bridge.sink.checkpoint import read_checkpoint
+from cdc_bridge.sink.command_log import command_log_records
 from cdc_bridge.sink.errors import BatchAbortedError
 from cdc_bridge.sink.publisher import PublisherHooks, TransactionalPublisher
-from cdc_bridge.sink.topics import TopicAdmin, TopicSpec
+from cdc_bridge.sink.topics import TopicAdmin, TopicRole, TopicSpec
 from cdc_bridge.source.binlog import BinlogSource
 from cdc_bridge.source.position import SourcePosition, binlog_file_index
 from cdc_bridge.source.errors import SourceUnavailableError
@@ -63,6 +64,7 @@ class Batch:
     """Source transactions applied to state but not yet committed to Kafka."""
 
     txns: list[SourceTransaction] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)   # only kept when the command log is on
     events: list[DomainEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     started: float = 0.0
@@ -78,8 +80,13 @@ class Batch:
 class Bridge:
     """The daemon's main loop. `run()` returns when stopped; errors propagate with exit codes."""
 
-    def __init__(self, config: BridgeConfig, mappings: MappingSet, metrics: BridgeMetrics | None = None) -> None:
+    def __init__(self, config: BridgeConfig, mappings: MappingSet, metrics: BridgeMetrics | None = None,
+                 source_factory: Callable[["Bridge", SourcePosition | None], Any] | None = None,
+                 fresh_start: SourcePosition | None = None) -> None:
         self.config = config
+        self.fresh_start = fresh_start  # where a bridge without checkpoint starts, when not the database's
+        # Where transactions come from: the binlog (default) or, for `rebuild`, the command log.
+        self.source_factory = source_factory
         self.mappings = mappings
         self.metrics = metrics or BridgeMetrics()
         self._stop = threading.Event()
@@ -133,7 +140,15 @@ class Bridge:
         specs = [TopicSpec.events(a.events_topic, k) for a in self.mappings.aggregates]
         specs.append(TopicSpec.checkpoint(self.checkpoint_topic, k))
         specs.append(TopicSpec.dead_letter(self.dead_letter_topic, k))
+        if self.config.command_log.enabled:
+            # one commands partition per state partition: the future consumer-group layout
+            specs.append(TopicSpec(self.command_log_topic, TopicRole.EVENTS, self.config.state.partitions,
+                                   k.replication_factor, {"retention.ms": str(self.config.command_log.retention_ms)}))
         return specs
+
+    @property
+    def command_log_topic(self) -> str:
+        return self.config.command_log.topic or f"{self.config.name}.commands"
 
     @property
     def checkpoint_topic(self) -> str:
@@ -177,8 +192,9 @@ class Bridge:
 
     def _open(self) -> None:
         cfg = self.config
-        info = self._check_source()
-        log.info("source checked", flavor=info.flavor, version=info.version)
+        if self.source_factory is None:
+            info = self._check_source()
+            log.info("source checked", flavor=info.flavor, version=info.version)
         TopicAdmin(cfg.kafka, sleep=self._sleep_or_stop).ensure_topics(self._topic_specs())
         self.store = LmdbStateStore(cfg.state.dir, partitions=cfg.state.partitions, map_size=cfg.state.map_size_mb << 20)
         self.runtime = self._build_runtime(self.mappings)
@@ -268,6 +284,8 @@ class Bridge:
         self.committed = position
 
     def _fresh_start_position(self) -> SourcePosition | None:
+        if self.fresh_start is not None:
+            return self.fresh_start
         if self.config.start == "earliest":
             return None
         import pymysql
@@ -293,7 +311,9 @@ class Bridge:
             self._close()
         return 0
 
-    def _new_source(self, start: SourcePosition | None) -> BinlogSource:
+    def _new_source(self, start: SourcePosition | None) -> Any:
+        if self.source_factory is not None:
+            return self.source_factory(self, start)
         src = BinlogSource(self.config.source, tables=self.mappings.tables_and_columns(), start=start,
                            from_earliest=start is None)
         src.on_reconnect = lambda reason: self.metrics.reconnects.labels("source", reason).inc()
@@ -365,10 +385,15 @@ class Bridge:
 
     def _apply(self, txn: SourceTransaction, batch: Batch) -> None:
         assert self.runtime is not None
-        commands, dead = self.mappings.translate(txn)
+        if txn.commands is not None:
+            commands, dead = txn.commands, []
+        else:
+            commands, dead = self.mappings.translate(txn)
         for c in commands:
             self.metrics.commands.labels(c.table, c.operation).inc()
         result = self.runtime.apply(commands, txn)
+        if self.config.command_log.enabled:
+            batch.commands.extend(commands)
         batch.txns.append(txn)
         batch.events.extend(result.events)
         batch.dead_letters.extend(dead)
@@ -377,7 +402,7 @@ class Bridge:
     def _replay(self, txn: SourceTransaction) -> None:
         """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""
         assert self.runtime is not None
-        commands, _ = self.mappings.translate(txn)
+        commands = txn.commands if txn.commands is not None else self.mappings.translate(txn)[0]
         self.runtime.apply(commands, txn)
 
     def _finish_replay(self, until: SourcePosition) -> None:
@@ -397,8 +422,12 @@ class Bridge:
                 "transactions": len(batch.txns),
                 "events": len(batch.events),
             }
+            records: list[tuple] = []
+            if self.config.command_log.enabled:
+                records = command_log_records(self.command_log_topic, self.config.state.partitions, partition_for,
+                                              batch.commands, batch.position)
             try:
-                result = self.publisher.publish_batch(batch.events, batch.dead_letters, checkpoint)
+                result = self.publisher.publish_batch(batch.events, batch.dead_letters, checkpoint, records)
                 break
             except BatchAbortedError as e:
                 # Kafka aborted the transaction: nothing of this batch is visible. Drop the
@@ -407,7 +436,7 @@ class Bridge:
                 log.warning("Kafka transaction aborted; redoing the batch", attempt=attempt, error=str(e))
                 self.store.rollback()
                 txns = batch.txns
-                batch.txns, batch.events, batch.dead_letters = [], [], []
+                batch.txns, batch.commands, batch.events, batch.dead_letters = [], [], [], []
                 for t in txns:
                     self._apply(t, batch)
                 time.sleep(min(5.0, 0.2 * attempt))

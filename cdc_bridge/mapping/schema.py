@@ -370,6 +370,9 @@ class AggregateMapping(_Strict):
     children: list[ChildMapping] = Field(default_factory=list)
     decider: str | None = Field(default=None, description="dotted path module:Class of a Python decider")
     emit_snapshot_events: bool = True
+    tombstone_on_delete: bool = Field(
+        default=False, description="after the deleted event, also write a Kafka tombstone (null value, same key)"
+    )
 
     @field_validator("aggregate")
     @classmethod

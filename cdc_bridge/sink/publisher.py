@@ -187,8 +187,11 @@ class TransactionalPublisher:
     # -- publishing ---------------------------------------------------------------------
 
     def publish_batch(self, events: Sequence[DomainEvent], dead_letters: Sequence[DeadLetter],
-                      checkpoint: Mapping[str, Any]) -> PublishResult:
+                      checkpoint: Mapping[str, Any], records: Sequence[tuple] = ()) -> PublishResult:
         """Publish a batch in one transaction, the checkpoint record last.
+
+        records: further ready-made (topic, key bytes, value bytes, partition | None, headers)
+        records of the same transaction (the command log), produced before the checkpoint.
 
         Returns once committed. Raises BatchAbortedError (nothing visible; redo the
         batch), FatalPublishError (exit), KafkaUnavailableError (retry budget spent).
@@ -200,6 +203,8 @@ class TransactionalPublisher:
         t0 = time.perf_counter()
         record = build_checkpoint(self.bridge_name, checkpoint, len(events))
         messages, tombstones = self._serialize(events, dead_letters, record)
+        if records:
+            messages[-1:-1] = records  # the checkpoint record stays last
 
         p = self._producer
         self._delivery_errors.clear()

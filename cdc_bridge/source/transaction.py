@@ -17,12 +17,17 @@ class RowChange:
     table:  "schema.table"
     before: column -> value before the change (update, delete), else None
     after:  column -> value after the change (insert, update, snapshot), else None
+    zero_dates: columns whose value is None because the server holds a zero or partly
+            zero date there ('0000-00-00', '2024-00-10', TIMESTAMP 0, YEAR 0000) rather
+            than NULL: in `after` (insert, update, snapshot) or `before` (delete).
+            None when there is none (the usual case).
     """
 
     table: str
     op: Operation
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    zero_dates: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -39,6 +44,8 @@ class SourceTransaction:
     commit_ts: float
     position: SourcePosition
     changes: list[RowChange] = field(default_factory=list)
+    # Commands already translated (a replay of the command log): the mapping stage is skipped.
+    commands: list[Any] | None = None
 
     @property
     def txn_id(self) -> str:
