@@ -48,10 +48,10 @@ def kafka_bootstrap(services) -> str:
     return kafka.bootstrap_servers()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def admin_db(services):
-    """A pymysql connection with all privileges, autocommit on (dead after a mariadb.restart():
-    use mariadb.admin_connect() for a new one)."""
+    """A pymysql connection with all privileges, autocommit on. One per test: the crash
+    tests restart MariaDB, which would kill a session-wide connection."""
     conn = mariadb.admin_connect()
     yield conn
     conn.close()
