@@ -1,4 +1,4 @@
-"""cdc-bridge command line: run | check | rebuild | inspect.
+"""cdc-bridge command line: run | check | snapshot | rebuild | inspect.
 
 Exit codes: 0 ok; 1 mapping errors; 2 schema problems found by `check`; 3 server
 settings; 64 usage; 70 recovery refused; 78 bad configuration; source errors
@@ -58,6 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--db-password", default=None, help="prefer the CDC_BRIDGE__SOURCE__PASSWORD environment variable")
     chk.add_argument("--offline", action="store_true", help="only validate the files, even if a connection is configured")
 
+    snp = sub.add_parser(
+        "snapshot",
+        help="read the mapped tables' existing rows into state (and Snapshotted events), then exit",
+        description="Take a consistent snapshot of the mapped tables (tied to a binlog position), in primary-key "
+        "chunks, resumable after a crash; `run` then streams from exactly that position. A bridge without "
+        "checkpoint does this by itself when snapshot.mode is initial or when_needed. Over existing state (for "
+        "example after the saved position was purged) only differences are published, and aggregates that no "
+        "longer exist get their deleted event.",
+    )
+    snp.add_argument("--config", "-c", metavar="FILE", required=True)
+
     reb = sub.add_parser(
         "rebuild",
         help="replay the command log into new, versioned events topics with fresh state",
@@ -99,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             return _inspect(args)
         if args.command == "rebuild":
             return _rebuild(args)
+        if args.command == "snapshot":
+            return _snapshot(args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
@@ -174,6 +187,20 @@ def _check(args: argparse.Namespace) -> int:
     report = mcheck.check_offline(mappings_dir) if (conn is None or args.offline) else mcheck.check_live(mappings_dir, conn)
     print(report.render())
     return report.exit_code
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from cdc_bridge.config import load_config
+    from cdc_bridge.mapping.loader import load_mappings
+    from cdc_bridge.observability.logging import configure_logging
+    from cdc_bridge.pipeline import Bridge
+
+    cfg = load_config(args.config)
+    configure_logging(cfg.log_level)
+    bridge = Bridge(cfg, load_mappings(cfg.mappings_dir))
+    signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
+    signal.signal(signal.SIGINT, lambda *_: bridge.stop())
+    return bridge.snapshot()
 
 
 def _rebuild(args: argparse.Namespace) -> int:

@@ -49,6 +49,15 @@ class HttpSettings(_Section):
     port: int = Field(default=9108, ge=0, le=65535, description="metrics, /healthz and /readyz; 0 picks a free port")
 
 
+class SnapshotSettings(_Section):
+    mode: Literal["initial", "when_needed", "never"] = Field(
+        default="initial",
+        description="initial: a bridge without checkpoint first snapshots the mapped tables' existing rows; "
+        "when_needed: also takes a new snapshot when the saved position was purged; never: only streams",
+    )
+    chunk_size: int = Field(default=1000, ge=1, description="root rows read per snapshot chunk (with their children)")
+
+
 class CommandLogSettings(_Section):
     enabled: bool = Field(default=False, description="write every command to a retained commands topic (needed by `rebuild`)")
     topic: str | None = Field(default=None, description="default <name>.commands; partitions = state.partitions")
@@ -70,10 +79,12 @@ class BridgeConfig(_Section):
     http: HttpSettings = Field(default_factory=HttpSettings)
     start: Literal["current", "earliest"] = Field(
         default="current",
-        description="where a bridge with no checkpoint starts: 'current' (the server's position now) or 'earliest' (oldest binlog)",
+        description="where a bridge with no checkpoint starts streaming when snapshot.mode is never: "
+        "'current' (the server's position now) or 'earliest' (the oldest binlog)",
     )
     ready_max_lag_seconds: float = Field(default=60.0, description="/readyz fails while lag is above this")
     log_level: str = "INFO"
+    snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings)
     command_log: CommandLogSettings = Field(default_factory=CommandLogSettings)
 
 

@@ -37,8 +37,9 @@ from cdc_bridge.sink.topics import TopicAdmin, TopicRole, TopicSpec
 from cdc_bridge.source.binlog import BinlogSource
 from cdc_bridge.source.position import SourcePosition, binlog_file_index
 from cdc_bridge.source.errors import SourceUnavailableError
-from cdc_bridge.source.preflight import check_server, current_position
+from cdc_bridge.source.preflight import check_server, connect, current_position, position_available
 from cdc_bridge.source.transaction import SourceTransaction
+from cdc_bridge.snapshotting import SnapshotPhase
 from cdc_bridge.state.lmdb_store import LmdbStateStore
 
 log = structlog.get_logger(__name__)
@@ -91,6 +92,7 @@ class Bridge:
         self.metrics = metrics or BridgeMetrics()
         self._stop = threading.Event()
         self._reload_requested = threading.Event()
+        self.checkpoint_extra: dict[str, Any] = {}  # carried in every checkpoint (e.g. how the state began)
         self.streaming = threading.Event()  # set once recovery is done and the binlog is being read
         self._source: BinlogSource | None = None
         self.store: LmdbStateStore | None = None
@@ -240,6 +242,8 @@ class Bridge:
                     "bridge or the checkpoint topic was deleted. Point state.dir to an empty directory to "
                     "start over, or restore the checkpoint topic."
                 )
+            if self.source_factory is None and self.config.snapshot.mode != "never":
+                return SnapshotPhase(self).take(over_existing_state=False), None
             start = self._fresh_start_position()
             self.origin = start
             log.info("no checkpoint: starting fresh", start=str(start) if start else "earliest")
@@ -252,6 +256,21 @@ class Bridge:
         self.origin = SourcePosition.from_dict(ckpt["origin"]) if ckpt.get("origin") else None
         self.batches_committed = int(ckpt.get("batch", 0))
         self.committed = ck_pos
+        snap = ckpt.get("snapshot")
+        if snap:
+            self.checkpoint_extra = {"snapshot": snap}
+        if lmdb_pos is None and snap and (snap.get("rows") or not snap.get("done")):
+            # (a snapshot that found no rows is re-applied like any history: from the origin)
+            raise RecoveryError(
+                f"LMDB state in {self.config.state.dir} is empty, but this bridge's state began with a snapshot of "
+                "existing rows, which cannot be re-applied from the binlog. Restore the state directory from a "
+                "backup, or start a new bridge (a new `name`, new topics) and let consumers switch over."
+            )
+        if snap and not snap.get("done"):
+            lmdb_snap = lmdb_meta.get("snapshot") or {}
+            progress = {**snap, "cursor": lmdb_snap.get("cursor"), "rows": lmdb_snap.get("rows", 0)}
+            behind = lmdb_snap.get("cursor") != snap.get("cursor")
+            return SnapshotPhase(self).resume(progress, replay_until=snap.get("cursor") if behind else None), None
         if lmdb_pos is None:
             if self.origin is None:
                 raise RecoveryError(
@@ -263,6 +282,11 @@ class Bridge:
             return self.origin, ck_pos
         if lmdb_pos == ck_pos or lmdb_pos.order_key == ck_pos.order_key:
             log.info("state and checkpoint agree", position=str(ck_pos), batch=self.batches_committed)
+            if (self.source_factory is None and self.config.snapshot.mode == "when_needed"
+                    and not self._position_available(ck_pos)):
+                log.warning("the saved position was purged from the server: taking a new snapshot "
+                            "(snapshot.mode when_needed)", position=str(ck_pos))
+                return SnapshotPhase(self).take(over_existing_state=True), None
             return ck_pos, None
         if lmdb_pos < ck_pos:
             log.warning("LMDB is behind the Kafka checkpoint: re-applying without publishing",
@@ -278,10 +302,45 @@ class Bridge:
     def _commit_checkpoint_only(self, position: SourcePosition) -> None:
         assert self.publisher is not None and self.store is not None
         origin = (self.origin or position).to_dict()
-        self.publisher.publish_batch([], [], {"position": position.to_dict(), "origin": origin,
+        self.publisher.publish_batch([], [], {**self.checkpoint_extra, "position": position.to_dict(), "origin": origin,
                                               "batch": self.batches_committed, "transactions": 0, "events": 0})
-        self.store.commit(position, {"batch": self.batches_committed, "origin": origin})
+        self.store.commit(position, {**self.checkpoint_extra, "batch": self.batches_committed, "origin": origin})
         self.committed = position
+
+    def _position_available(self, position: SourcePosition) -> bool:
+        conn = connect(self.config.source)
+        try:
+            return position_available(conn, position)
+        finally:
+            conn.close()
+
+    def snapshot(self) -> int:
+        """`cdc-bridge snapshot`: take (or finish) a snapshot into this bridge's state, then return."""
+        try:
+            self._open()
+            ckpt = read_checkpoint(self.config.kafka, self.checkpoint_topic, self.config.name)
+            snap = (ckpt or {}).get("snapshot")
+            if ckpt is None or (snap and not snap.get("done")):
+                self._recover_snapshot_only(ckpt)
+            else:
+                start, replay_until = self._recover()
+                if replay_until is not None:
+                    raise RecoveryError("state is behind the Kafka checkpoint: run `cdc-bridge run` until it has "
+                                        "caught up, then take the snapshot")
+                SnapshotPhase(self).take(over_existing_state=True)
+        except StopRequested:
+            log.info("snapshot stopped; it resumes at the next start")
+        finally:
+            self._close()
+        return 0
+
+    def _recover_snapshot_only(self, ckpt: dict[str, Any] | None) -> None:
+        if ckpt is None:
+            if self.store is not None and self.store.applied_position() is not None:
+                self._recover()  # raises the state-without-checkpoint error
+            SnapshotPhase(self).take(over_existing_state=False)
+        else:
+            self._recover()  # resumes the unfinished snapshot
 
     def _fresh_start_position(self) -> SourcePosition | None:
         if self.fresh_start is not None:
@@ -410,13 +469,21 @@ class Bridge:
         self.store.commit(until, {"batch": self.batches_committed, "origin": self.origin.to_dict() if self.origin else None})
         log.info("state caught up with the Kafka checkpoint", position=str(until))
 
-    def _flush(self, batch: Batch) -> None:
+    def _flush(self, batch: Batch, position: SourcePosition | None = None, extra: dict[str, Any] | None = None) -> None:
+        """Publish the batch with its checkpoint in one Kafka transaction, then commit LMDB.
+
+        position: the resume position to checkpoint (default: the batch's last transaction);
+        the snapshot phase keeps it at the stream start and passes its progress in `extra`.
+        """
         assert self.publisher is not None and self.store is not None and self.runtime is not None
+        pos = position or batch.position
         attempt = 0
         while True:
             attempt += 1
             checkpoint = {
-                "position": batch.position.to_dict(),
+                **self.checkpoint_extra,
+                **(extra or {}),
+                "position": pos.to_dict(),
                 "origin": self.origin.to_dict() if self.origin else batch.txns[0].position.to_dict(),
                 "batch": self.batches_committed + 1,
                 "transactions": len(batch.txns),
@@ -443,8 +510,9 @@ class Bridge:
         if self.origin is None:
             self.origin = SourcePosition.from_dict(checkpoint["origin"])
         self.batches_committed += 1
-        self.store.commit(batch.position, {"batch": self.batches_committed, "origin": checkpoint["origin"]})
-        self.committed = batch.position
+        self.store.commit(pos, {**self.checkpoint_extra, **(extra or {}), "batch": self.batches_committed,
+                                "origin": checkpoint["origin"]})
+        self.committed = pos
         self._record_commit(batch, result.commit_seconds)
         if self.on_batch_committed:
             self.on_batch_committed(batch)

@@ -73,6 +73,12 @@ class BridgeMetrics:
         self.batches = Counter("cdc_bridge_batches", "Kafka transactions committed", registry=r)
         self.batch_aborts = Counter("cdc_bridge_batch_aborts", "Kafka transactions aborted and redone", registry=r)
         self.kafka_connected = Gauge("cdc_bridge_kafka_connected", "1 while the Kafka producer is usable", registry=r)
+        # snapshot
+        self.snapshot_rows = Counter("cdc_bridge_snapshot_rows", "Existing rows read by the snapshot", registry=r)
+        self.snapshot_progress = Gauge(
+            "cdc_bridge_snapshot_progress_ratio", "Snapshot progress, 0..1 (estimated from table statistics); 1 when done",
+            registry=r,
+        )
         # health
         self.reconnects = Counter(
             "cdc_bridge_reconnects", "Reconnections by component and reason", ["component", "reason"], registry=r
