@@ -21,8 +21,8 @@ applied in one go, so they are held like in streaming.
 A snapshot over existing state (`cdc-bridge snapshot`, or snapshot.mode when_needed after
 the saved binlog position was purged) publishes only differences: unchanged aggregates
 emit nothing, changed ones their update events, and aggregates that no longer exist
-their deleted event (the sweep at the end). Children that disappeared meanwhile are
-not detected by the sweep: see docs/operations.md.
+their deleted event (the sweep at the end); children the state knows but the snapshot
+no longer finds get their removed event.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from cdc_bridge.aggregate.router import partition_for
 from cdc_bridge.mapping.command import Command
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.snapshot import SnapshotProgress, SnapshotReader
@@ -118,6 +119,8 @@ class SnapshotPhase:
                         replay_until = None
                         b.store.commit(stream_from, {"snapshot": dict(progress), "batch": b.batches_committed})
                     continue
+                if over_existing_state:
+                    txn = self._with_removed_children(txn, batch)
                 b._apply(txn, batch)
                 progress["cursor"] = chunk.cursor
                 progress["rows"] = int(progress.get("rows", 0)) + chunk.rows
@@ -160,6 +163,33 @@ class SnapshotPhase:
             b._flush(batch, position=stream_from)
         else:
             b._commit_checkpoint_only(stream_from)
+
+    def _with_removed_children(self, txn: SourceTransaction, batch: "Batch") -> SourceTransaction:
+        """Over existing state, a chunk carries each root with ALL its children: children the state
+        knows but the chunk lacks were deleted meanwhile, so they get a delete command."""
+        b = self.bridge
+        assert b.store is not None
+        commands, dead = b.mappings.translate(txn)
+        batch.dead_letters.extend(dead)
+        seen = {(c.aggregate, c.aggregate_id, c.entity, c.entity_id) for c in commands}
+        extra: list[Command] = []
+        for root in [c for c in commands if c.entity == "root"]:
+            rec = b.store.get(partition_for(root.aggregate_id, self.config.state.partitions), root.aggregate,
+                              root.aggregate_id)
+            state = rec.state if rec is not None and isinstance(rec.state, dict) else {}
+            if not state.get("exists"):
+                continue
+            mapping = b.mappings.aggregate(root.aggregate)
+            tables = {c.name: c.table for c in mapping.children}
+            for name, coll in (state.get("children") or {}).items():
+                for cid, fields in (coll or {}).items():
+                    if name in tables and (root.aggregate, root.aggregate_id, name, cid) not in seen:
+                        extra.append(root.model_copy(update={
+                            "entity": name, "entity_id": cid, "operation": "delete", "payload": dict(fields),
+                            "before": dict(fields), "table": tables[name], "command_type": f"Remove{name}",
+                            "index": len(commands) + len(extra)}))
+        return SourceTransaction(gtid=txn.gtid, commit_ts=txn.commit_ts, position=txn.position, changes=txn.changes,
+                                 commands=commands + extra)
 
     def _apply_orphans(self, batch: "Batch", changes: list[RowChange], view: SourcePosition, ts: float) -> None:
         self.bridge._apply(SourceTransaction(gtid=None, commit_ts=ts, position=view, changes=changes), batch)
