@@ -173,6 +173,20 @@ class SnapshotPhase:
         batch.dead_letters.extend(dead)
         seen = {(c.aggregate, c.aggregate_id, c.entity, c.entity_id) for c in commands}
         extra: list[Command] = []
+        # A chunk reads children only for the roots it read, so children without a root command mean
+        # the root row is there but filtered out by the mapping's `where` (e.g. soft-deleted meanwhile).
+        roots_seen = {(c.aggregate, c.aggregate_id) for c in commands if c.entity == "root"}
+        for c in commands:
+            key = (c.aggregate, c.aggregate_id)
+            if c.entity == "root" or key in roots_seen:
+                continue
+            roots_seen.add(key)
+            rec = b.store.get(partition_for(c.aggregate_id, self.config.state.partitions), *key)
+            if rec is not None and isinstance(rec.state, dict) and rec.state.get("exists"):
+                extra.append(c.model_copy(update={
+                    "entity": "root", "entity_id": c.aggregate_id, "operation": "delete", "payload": {},
+                    "before": None, "table": b.mappings.aggregate(c.aggregate).root.table,
+                    "command_type": f"Delete{c.aggregate}", "index": -1}))
         for root in [c for c in commands if c.entity == "root"]:
             rec = b.store.get(partition_for(root.aggregate_id, self.config.state.partitions), root.aggregate,
                               root.aggregate_id)
