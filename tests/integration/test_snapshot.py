@@ -96,7 +96,7 @@ def test_crash_mid_snapshot_resumes_from_the_last_chunk(fresh_db, tmp_path):
     cfg_path = h.write_config(tmp_path, cfg)
     log = tmp_path / "bridge.log"
     settings = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers())
-    os.environ["CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS"] = "300"  # slow the snapshot down so we can kill it
+    os.environ["CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS"] = "1000"  # slow the snapshot down so we can kill it
     try:
         proc = h.start_bridge_process(cfg_path, log)
     finally:
