@@ -37,9 +37,10 @@ test: venv
 test-unit: venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS) tests/unit
 
+# Starts the services, runs the bridge while a writer plays the monolith, prints the events;
+# Ctrl-C stops the writer, the bridge and the services (KEEP_SERVICES=1 leaves the services up).
 demo: venv
-	$(PY) -m devenv up
-	$(PY) -m devenv.demo; rc=$$?; $(PY) -m devenv down; exit $$rc
+	$(PY) -m devenv.demo
 
 check: venv
 	$(VENV)/bin/cdc-bridge check --mappings mappings

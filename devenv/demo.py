@@ -76,6 +76,19 @@ def show(msg) -> None:
 
 
 def main() -> int:
+    # Services are started here and stopped at the end, whatever ends the demo (Ctrl-C reaches
+    # make, this process and the bridge at once; make may not get to run a cleanup step).
+    from devenv.__main__ import down, up
+
+    up(["mariadb", "kafka"])
+    try:
+        return run_demo()
+    finally:
+        if not os.environ.get("KEEP_SERVICES"):
+            down(["mariadb", "kafka"])
+
+
+def run_demo() -> int:
     name = f"demo-{uuid.uuid4().hex[:6]}"
     with mariadb.admin_connect() as conn, conn.cursor() as cur:
         cur.execute("DROP DATABASE IF EXISTS shop")
@@ -134,12 +147,15 @@ def main() -> int:
     finally:
         stop.set()
         consumer.close()
-        bridge.send_signal(signal.SIGTERM)
-        try:
-            rc = bridge.wait(30)
+        try:  # a terminal's Ctrl-C has reached the bridge too: give it time to commit and exit
+            rc = bridge.wait(5)
         except subprocess.TimeoutExpired:
-            bridge.kill()
-            rc = bridge.wait()
+            bridge.send_signal(signal.SIGTERM)
+            try:
+                rc = bridge.wait(30)
+            except subprocess.TimeoutExpired:
+                bridge.kill()
+                rc = bridge.wait()
         print(f"bridge stopped (exit {rc})")
     return 0
 
