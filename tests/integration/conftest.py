@@ -37,9 +37,10 @@ def services():
     devenv_cli.up(["mariadb", "kafka"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def mysql_settings(services) -> dict:
-    """dict(host, port, user, password) of the throwaway MariaDB."""
+    """dict(host, port, user, password) of the throwaway MariaDB: a fresh dict per test, because
+    pymysqlreplication's BinLogStreamReader adds keys to the connection_settings it is given."""
     return mariadb.connection_settings()
 
 
