@@ -31,12 +31,10 @@ if str(ROOT) not in sys.path:
 
 import pymysql  # noqa: E402
 import structlog  # noqa: E402
-from pymysqlreplication import BinLogStreamReader  # noqa: E402
-from pymysqlreplication.event import MariadbGtidEvent, XidEvent  # noqa: E402
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent  # noqa: E402
 
-from cdc_bridge.source import BinlogSource, SourcePosition, SourceSettings  # noqa: E402
-from cdc_bridge.source.gtid import parse_mariadb_gtid_list  # noqa: E402
+# the readers are shared with bench/run.py; re-exported here for anything that imported them from this file
+from bench.common import end_gtid_reached, run_plain, run_source  # noqa: E402,F401
+from cdc_bridge.source import SourceSettings  # noqa: E402
 from cdc_bridge.source.preflight import current_position  # noqa: E402
 
 SCHEMA = """
@@ -99,53 +97,6 @@ def generate(conn: pymysql.connections.Connection, db: str, rows: int) -> int:
             cur.execute("COMMIT")
             written += ROWS_PER_TXN
     return written
-
-
-def end_gtid_reached(gtid_list: str | None, end: dict) -> bool:
-    have = parse_mariadb_gtid_list(gtid_list)
-    return all(d in have and have[d].seq >= g.seq for d, g in end.items())
-
-
-def run_plain(conn_settings: dict, db: str, start: SourcePosition, end_gtid: str) -> tuple[int, float]:
-    end = parse_mariadb_gtid_list(end_gtid)
-    last = max(end.values(), key=lambda g: g.seq)
-    t0 = time.perf_counter()
-    stream = BinLogStreamReader(
-        connection_settings=dict(conn_settings), server_id=random.randint(100_000, 200_000),
-        is_mariadb=True, auto_position=start.gtid, blocking=True, only_schemas=[db],
-        only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, MariadbGtidEvent, XidEvent])
-    rows = 0
-    seen_last = False
-    try:
-        for ev in stream:
-            if isinstance(ev, MariadbGtidEvent):
-                seen_last = ev.gtid == str(last)
-                continue
-            if isinstance(ev, XidEvent):
-                if seen_last:
-                    break
-                continue
-            for _row in ev.rows:
-                rows += 1
-    finally:
-        stream.close()
-    return rows, time.perf_counter() - t0
-
-
-def run_source(settings: SourceSettings, db: str, start: SourcePosition, end_gtid: str) -> tuple[int, float]:
-    end = parse_mariadb_gtid_list(end_gtid)
-    t0 = time.perf_counter()
-    source = BinlogSource(settings, {f"{db}.orders": None, f"{db}.order_lines": None}, start=start)
-    rows = 0
-    for txn in source.transactions():
-        if txn is None:
-            continue
-        rows += len(txn.changes)
-        if end_gtid_reached(txn.position.gtid, end):
-            break
-    elapsed = time.perf_counter() - t0
-    source.stop()
-    return rows, elapsed
 
 
 def main(argv: list[str] | None = None) -> int:

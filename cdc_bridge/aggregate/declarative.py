@@ -261,6 +261,11 @@ class DeclarativeDecider:
         return self.updated
 
 
+def _what(d: DeclarativeDecider, cmd: Command, name: str) -> str:
+    """The child a rejection is about, e.g. "Order 7 lines 12" (only built when rejecting)."""
+    return f"{d.aggregate} {cmd.aggregate_id} {name} {cmd.entity_id}"
+
+
 class _Txn:
     """One decide() call: a working copy of the state and the drafts so far (with folding)."""
 
@@ -395,9 +400,8 @@ class _Txn:
         name, cid, op = rules.name, cmd.entity_id, cmd.operation
         coll = self.children.setdefault(name, {})
         cur = coll.get(cid)
-        what = f"{d.aggregate} {cmd.aggregate_id} {name} {cid}"
         if op == "insert" and cur is not None:
-            self.rejections.append(reject(cmd, "duplicate_create", f"{what} already exists"))
+            self.rejections.append(reject(cmd, "duplicate_create", f"{_what(d, cmd, name)} already exists"))
             return
         if op in ("insert", "snapshot") and cur is None:
             coll[cid] = dict(cmd.payload)
@@ -408,7 +412,7 @@ class _Txn:
             return
         if cur is None:
             reason = "update_of_unknown_child" if op == "update" else "delete_of_unknown_child"
-            self.rejections.append(reject(cmd, reason, f"{op} of {what}, which was never seen"))
+            self.rejections.append(reject(cmd, reason, f"{op} of {_what(d, cmd, name)}, which was never seen"))
             return
         if op in ("update", "snapshot"):
             new = {**cur, **cmd.payload}
@@ -448,10 +452,9 @@ class _Txn:
         name, cid, op = rules.name, cmd.entity_id, cmd.operation
         coll = self.held.setdefault(name, {})
         entry = coll.get(cid)
-        what = f"{d.aggregate} {cmd.aggregate_id} {name} {cid}"
         meta_base = {"entity": name, "entity_id": cid}
         if op == "insert" and entry is not None:
-            self.rejections.append(reject(cmd, "duplicate_create", f"{what} is already held"))
+            self.rejections.append(reject(cmd, "duplicate_create", f"{_what(d, cmd, name)} is already held"))
         elif op in ("insert", "snapshot") and entry is None:
             entry = {
                 "since": cmd.commit_ts,
@@ -466,7 +469,7 @@ class _Txn:
             if entry is None:
                 why = "was deleted" if self.deleted else "does not exist"
                 self.rejections.append(
-                    reject(cmd, "update_of_unknown_child", f"update of {what}, never seen, and the {d.aggregate} {why}")
+                    reject(cmd, "update_of_unknown_child", f"update of {_what(d, cmd, name)}, never seen, and the {d.aggregate} {why}")
                 )
                 return
             fields = {**entry["fields"], **cmd.payload}
@@ -480,7 +483,7 @@ class _Txn:
                 self.emit(EventDraft(HELD_CHILD_RELEASED, {}, cmd.table, internal=True, meta={**meta_base, "kind": "held_released"}))
             elif not self.deleted:
                 self.rejections.append(
-                    reject(cmd, "delete_of_unknown_child", f"delete of {what}, never seen, and the {d.aggregate} does not exist")
+                    reject(cmd, "delete_of_unknown_child", f"delete of {_what(d, cmd, name)}, never seen, and the {d.aggregate} does not exist")
                 )
             # else: the root was deleted; its deleted event carried this child already.
         if not coll:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from cdc_bridge.aggregate.decider import Decider, held_entries, load_decider, without_held
+from cdc_bridge.aggregate.decider import HELD, Decider, held_entries, load_decider, without_held
 from cdc_bridge.aggregate.event import TOMBSTONE_HEADER, DomainEvent, rfc3339
 from cdc_bridge.aggregate.exceptions import DeciderError, UnknownAggregateError
 from cdc_bridge.aggregate.router import partition_for
@@ -138,20 +138,24 @@ class AggregateRuntime:
             groups.setdefault((cmd.aggregate, cmd.aggregate_id), []).append(cmd)
 
         grown: set[int] = set()
+        deciders = self.deciders
+        partitions = self.partitions
+        get = self.store.get
         for (aggregate, aggregate_id), cmds in groups.items():
-            decider = self.deciders.get(aggregate)
+            decider = deciders.get(aggregate)
             if decider is None:
                 raise UnknownAggregateError(
                     f"command for aggregate {aggregate!r}, which has no mapping loaded "
-                    f"(known: {', '.join(sorted(self.deciders)) or 'none'})"
+                    f"(known: {', '.join(sorted(deciders)) or 'none'})"
                 )
-            cmds.sort(key=lambda c: c.index)   # stable: binlog order within the transaction
-            partition = partition_for(aggregate_id, self.partitions)
-            record = self.store.get(partition, aggregate, aggregate_id)
+            if len(cmds) > 1:
+                cmds.sort(key=_by_index)   # stable: binlog order within the transaction
+            partition = partition_for(aggregate_id, partitions)
+            record = get(partition, aggregate, aggregate_id)
             if record is None:
                 record = AggregateRecord(aggregate, aggregate_id, decider.initial_state())
             elif record.last_position is not None:
-                fresh = [c for c in cmds if c.position > record.last_position]
+                fresh = _after(cmds, record.last_position.order_key)
                 result.skipped += len(cmds) - len(fresh)
                 if not fresh:
                     continue
@@ -188,11 +192,15 @@ class AggregateRuntime:
         sequence = record.sequence
         topic = self.topics[aggregate]
         version = self.schema_versions[aggregate]
+        events = result.events
+        txn_id = None
         for draft in decision.events:
             if draft.internal:
                 continue
+            if txn_id is None:
+                txn_id = txn.txn_id
             sequence += 1
-            result.events.append(
+            events.append(
                 DomainEvent(
                     event_type=draft.event_type,
                     aggregate=aggregate,
@@ -205,16 +213,23 @@ class AggregateRuntime:
                         "gtid": txn.gtid,
                         "binlog_file": pos.binlog_file,
                         "binlog_pos": pos.binlog_pos,
-                        "txn_id": txn.txn_id,
+                        "txn_id": txn_id,
                     },
                     data=draft.data,
                     topic=topic,
                     extra_headers={TOMBSTONE_HEADER: "1"} if draft.meta.get("tombstone") else {},
                 )
             )
-        result.dead_letters.extend(decision.rejections)
+        if decision.rejections:
+            result.dead_letters.extend(decision.rejections)
 
-        grew = self._reindex_held(partition, aggregate, aggregate_id, record.state, state)
+        before = record.state
+        if before.get(HELD) or state.get(HELD):
+            grew = self._reindex_held(partition, aggregate, aggregate_id, before, state)
+            held_since = _oldest_held(state)
+        else:   # nothing held before or after (the common case): the index is untouched
+            grew = False
+            held_since = None
         self.store.put(
             partition,
             AggregateRecord(
@@ -223,7 +238,7 @@ class AggregateRuntime:
                 state=state,
                 sequence=sequence,
                 last_position=pos,
-                held_since=_oldest_held(state),
+                held_since=held_since,
             ),
         )
         return grew
@@ -333,6 +348,20 @@ class AggregateRuntime:
     def rollback(self) -> None:
         """Forget the batch (after the Kafka transaction aborted); then re-apply its transactions."""
         self.store.rollback()
+
+
+def _by_index(c: Command) -> int:
+    return c.index
+
+
+def _after(cmds: list[Command], last_key: tuple[int, int]) -> list[Command]:
+    """The commands whose position is after last_key (SourcePosition order), in order."""
+    p0 = cmds[0].position
+    for c in cmds:
+        if c.position is not p0:
+            return [c for c in cmds if c.position.order_key > last_key]
+    # the usual case: one transaction's commands share its position
+    return cmds if p0.order_key > last_key else []
 
 
 def _oldest_held(state: dict[str, Any]) -> float | None:

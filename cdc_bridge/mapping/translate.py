@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
@@ -88,10 +89,18 @@ def to_float(v: Any) -> float:
     return f
 
 
+# A decimal string already in the form to_decimal produces (DECIMAL columns arrive so): no leading
+# zeros, no sign on zero, no exponent, no spaces. It is returned as is, skipping Decimal's parse+format.
+_PLAIN_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?").fullmatch
+_NEGATIVE_ZERO = re.compile(r"-0(?:\.0+)?").fullmatch
+
+
 def to_decimal(v: Any) -> str:
     """Exact decimal string in plain notation, scale as given: "12.50", "1E+2" -> "100", -0.00 -> "0.00"."""
     t = type(v)
     if t is str:
+        if _PLAIN_DECIMAL(v) is not None and _NEGATIVE_ZERO(v) is None:
+            return v
         d = _parse_decimal(v.strip())
     elif t is int:
         return str(v)
@@ -428,8 +437,14 @@ class TableTranslator:
                 self._emit(op, row, index, ctx, out)
 
     def _emit(self, op: str, row: dict[str, Any], index: int, ctx: tuple, out: list[Command]) -> None:
+        # _command + _build inlined: this is the path of (almost) every insert and delete
         agg_id, ent_id = self.keys(row)
-        out.append(self._command(op, row, index, ctx, agg_id, ent_id))
+        payload = self.payload(row, agg_id)
+        position, txn_id, commit_ts = ctx
+        out.append(_make_command(
+            command_type=self.ctype[op], aggregate=self.aggregate, aggregate_id=agg_id, entity=self.entity,
+            entity_id=ent_id, operation=op, payload=payload, before=payload if op == "delete" else None,
+            table=self.table, position=position, txn_id=txn_id, commit_ts=commit_ts, index=index))
 
     def _command(self, op: str, row: dict[str, Any], index: int, ctx: tuple, agg_id: str, ent_id: str) -> Command:
         payload = self.payload(row, agg_id)

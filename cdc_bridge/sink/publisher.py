@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from cdc_bridge.aggregate.event import DomainEvent
+from cdc_bridge.aggregate.event import DomainEvent, rfc3339
 from cdc_bridge.mapping.command import DeadLetter
 from cdc_bridge.sink.checkpoint import build_checkpoint, encode_checkpoint
 from cdc_bridge.sink.clients import is_transient, producer_config
@@ -53,7 +53,32 @@ TOMBSTONE_HEADER = "cdc-bridge-tombstone"
 
 Partitioner = Callable[[str, int], int]
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _fast_encode(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """encoder.encode, byte for byte, with CPython's C encoder built once instead of at every call and
+    without circular-reference bookkeeping. A circular structure (which makes the C encoder recurse)
+    is handed to encoder.encode, which raises its usual ValueError."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None or encoder.indent is not None or encoder.check_circular is False:
+        return encoder.encode
+    c_encode = make(None, encoder.default,
+                    json.encoder.encode_basestring_ascii if encoder.ensure_ascii else json.encoder.encode_basestring,
+                    None, encoder.key_separator, encoder.item_separator, encoder.sort_keys, encoder.skipkeys,
+                    encoder.allow_nan)
+    join = "".join
+
+    def encode(obj: Any) -> str:
+        try:
+            return join(c_encode(obj, 0))
+        except RecursionError:
+            return encoder.encode(obj)
+
+    return encode
+
+
+_encode = _fast_encode(_encoder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,21 +266,37 @@ class TransactionalPublisher:
         part = self.partitioner
         counts = self._partitions
         tombstones = 0
+        occurred: dict[float, str] = {}   # rfc3339(occurred_at): one per source transaction, not per event
         for ev in events:
+            exact = type(ev) is DomainEvent
+            event_id = f"{ev.aggregate}:{ev.aggregate_id}:{ev.sequence}" if exact else ev.event_id
             try:
-                value = _encode(ev.envelope()).encode()
+                if exact:
+                    # DomainEvent.envelope(), inlined: the event id once, the timestamp formatted once per value
+                    ts = ev.occurred_at
+                    at = occurred.get(ts)
+                    if at is None:
+                        at = occurred[ts] = rfc3339(ts)
+                    envelope = {"event_id": event_id, "event_type": ev.event_type, "aggregate": ev.aggregate,
+                                "aggregate_id": ev.aggregate_id, "sequence": ev.sequence,
+                                "schema_version": ev.schema_version, "occurred_at": at, "source": ev.source,
+                                "data": ev.data}
+                else:   # a subclass may shape its own envelope
+                    envelope = ev.envelope()
+                value = _encode(envelope).encode()
             except (TypeError, ValueError) as exc:
-                raise FatalPublishError(f"event {ev.event_id} ({ev.event_type}) cannot be serialized to JSON: {exc}; "
+                raise FatalPublishError(f"event {event_id} ({ev.event_type}) cannot be serialized to JSON: {exc}; "
                                         "a decider produced a non JSON-friendly value") from exc
             topic = ev.topic
             if not topic:
-                raise FatalPublishError(f"event {ev.event_id} ({ev.event_type}) has no topic")
+                raise FatalPublishError(f"event {event_id} ({ev.event_type}) has no topic")
             key = ev.aggregate_id.encode()
             partition = None
             if part is not None:
                 n = counts.get(topic) or self.partition_count(topic)
                 partition = part(ev.aggregate_id, n)
-            headers = [("event_type", ev.event_type.encode()), ("event_id", ev.event_id.encode())]
+            eid = event_id.encode()
+            headers = [("event_type", ev.event_type.encode()), ("event_id", eid)]
             tomb = False
             if ev.extra_headers:
                 for k, v in ev.extra_headers.items():
@@ -265,8 +306,7 @@ class TransactionalPublisher:
                         headers.append((k, v.encode()))
             append((topic, key, value, partition, headers))
             if tomb:
-                append((topic, key, None, partition,
-                        [(TOMBSTONE_HEADER, b"1"), ("event_id", ev.event_id.encode())]))
+                append((topic, key, None, partition, [(TOMBSTONE_HEADER, b"1"), ("event_id", eid)]))
                 tombstones += 1
         if dead_letters:
             dl_topic = self.dead_letter_topic
