@@ -210,13 +210,16 @@ def throughput(variant: Variant, work: Path, start: SourcePosition, end: SourceP
     """(c): profile = cProfile output path; sample_to = py-spy raw (collapsed stacks) output path."""
     child = BridgeChild(variant, work, tag, start=start, profile=profile)
     spy = None
+    cpu = CpuSampler()
     try:
         t_stream = child.ready()
+        cpu.start()
         if sample_to is not None:
             spy = subprocess.Popen([str(PY_SPY), "record", "--pid", str(child.proc.pid), "--rate", "250",
                                     "--format", "raw", "--nonblocking", "--idle", "-o", str(sample_to)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t_end = child.until(end)
+        cpu.stop()
         result = child.stop()
     finally:
         child.kill()
@@ -237,6 +240,9 @@ def throughput(variant: Variant, work: Path, start: SourcePosition, end: SourceP
         "rss_before_bridge_bytes": result["rss_before_bridge_bytes"],
         "rss_at_streaming_bytes": result["rss_at_streaming_bytes"],
         "rss_series": mem["series"], "lmdb": result["lmdb"], "code": result["code"],
+        "machine": {"iowait_pct_max": max((x["iowait"] for x in cpu.series), default=0),
+                    "steal_pct_max": max((x["steal"] for x in cpu.series), default=0),
+                    "idle_pct_mean": round(statistics.fmean([x["idle"] for x in cpu.series]), 1) if cpu.series else None},
     }
 
 
@@ -698,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f"(c) bridge end to end [{v.label}]: {r['rows']:,} rows in {r['seconds']:.2f}s = {r['rows_per_s']:,} rows/s"
                 f"  (c)/(a) = {r['vs_plain']:.2f}  ({r['transactions']:,} txns, {r['events']:,} events, "
                 f"{r['dead_letters']:,} dead letters, {r['kafka_transactions']} Kafka txns)")
+            say(f"    machine during (c): iowait max {r['machine']['iowait_pct_max']}%, steal max "
+                f"{r['machine']['steal_pct_max']}%, idle mean {r['machine']['idle_pct_mean']}%")
             say(f"(e) peak RSS [{v.label}]: {mib(r['peak_rss_bytes'])} (anon {mib(r['peak_rss_anon_bytes'])}; "
                 f"{mib(r['rss_at_streaming_bytes'])} when streaming began)")
             if "verify" not in skip:
@@ -716,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
                     r = throughput(rv, work, start, end, f"{v.label}-throughput-r{rep}")
                     out["bridge"][v.label].setdefault("repeats", [out["bridge"][v.label]["rows_per_s"]])
                     out["bridge"][v.label]["repeats"].append(r["rows_per_s"])
-                    say(f"(c) again [{v.label}] #{rep + 1}: {r['rows_per_s']:,} rows/s")
+                    say(f"(c) again [{v.label}] #{rep + 1}: {r['rows_per_s']:,} rows/s  (machine: iowait max "
+                        f"{r['machine']['iowait_pct_max']}%, steal max {r['machine']['steal_pct_max']}%)")
             for v in out["bridge"].values():
                 if "repeats" in v:
                     v["rows_per_s_single"] = v["rows_per_s"]
