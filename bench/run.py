@@ -52,6 +52,7 @@ import platform
 import pstats
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -652,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "latency_rate": args.latency_rate, "latency_seconds": lat_seconds,
                                     "state_aggregates": state_aggs, "baseline": args.baseline}}
     t_all = time.perf_counter()
+    # SIGTERM unwinds like Ctrl-C, so that the cleanup below (topics, database, work dir) runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     variants: list[Variant] = []
     extra: list[Variant] = []   # repeats: only their topics matter (cleanup)
     try:
