@@ -35,6 +35,7 @@ from cdc_bridge.sink.errors import BatchAbortedError
 from cdc_bridge.sink.publisher import PublisherHooks, TransactionalPublisher
 from cdc_bridge.sink.topics import TopicAdmin, TopicRole, TopicSpec
 from cdc_bridge.source.binlog import BinlogSource
+from cdc_bridge.source.process import ProcessSource
 from cdc_bridge.source.position import SourcePosition, binlog_file_index
 from cdc_bridge.source.errors import SourceUnavailableError
 from cdc_bridge.source.preflight import check_server, connect, current_position, position_available
@@ -94,7 +95,7 @@ class Bridge:
         self._reload_requested = threading.Event()
         self.checkpoint_extra: dict[str, Any] = {}  # carried in every checkpoint (e.g. how the state began)
         self.streaming = threading.Event()  # set once recovery is done and the binlog is being read
-        self._source: BinlogSource | None = None
+        self._source: BinlogSource | ProcessSource | None = None
         self.store: LmdbStateStore | None = None
         self.publisher: TransactionalPublisher | None = None
         self.runtime: AggregateRuntime | None = None
@@ -373,8 +374,12 @@ class Bridge:
     def _new_source(self, start: SourcePosition | None) -> Any:
         if self.source_factory is not None:
             return self.source_factory(self, start)
-        src = BinlogSource(self.config.source, tables=self.mappings.tables_and_columns(), start=start,
-                           from_earliest=start is None)
+        tables = self.mappings.tables_and_columns()
+        if self.config.source.reader == "process":
+            src: Any = ProcessSource(self.config.source, tables, start, from_earliest=start is None,
+                                     log_level=self.config.log_level)
+        else:
+            src = BinlogSource(self.config.source, tables=tables, start=start, from_earliest=start is None)
         src.on_reconnect = lambda reason: self.metrics.reconnects.labels("source", reason).inc()
         return src
 
@@ -388,6 +393,8 @@ class Bridge:
                 self._source.stop()
             self.source_connected = True
             self.metrics.source_connected.set(1)
+            # a source that can tell whether more is waiting lets a batch go the moment we caught up
+            has_more = getattr(self._source, "has_more", None)
             for txn in self._source.transactions():
                 now = time.time()
                 self.last_loop = now
@@ -415,7 +422,8 @@ class Bridge:
                 if not batch.started:
                     batch.started = now
                 if (len(batch) >= cfg.batch.max_transactions or len(batch.events) >= cfg.batch.max_events
-                        or (now - batch.started) * 1000 >= cfg.batch.max_wait_ms):
+                        or (now - batch.started) * 1000 >= cfg.batch.max_wait_ms
+                        or (has_more is not None and not has_more())):
                     self._flush(batch)
                     batch = Batch()
             # The reader ended: stop requested, or a reload.

@@ -30,6 +30,9 @@ class SourceSettings(BaseModel):
     reconnect_initial_backoff: float = Field(0.5, gt=0)
     reconnect_max_backoff: float = Field(30.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0, le=31536000)
+    # process: read and decode the binlog in a child process (its own core, and the bridge
+    # commits a batch as soon as it has caught up); inline: in the bridge's own thread
+    reader: Literal["process", "inline"] = "process"
 
     @model_validator(mode="after")
     def _timeouts_consistent(self) -> "SourceSettings":

@@ -1,0 +1,261 @@
+"""The binlog source in a child process: reading and decoding run on their own core.
+
+Reading and decoding row events is a third of the bridge's CPU; in one process it
+shares the GIL with the aggregates and the Kafka serialization. `ProcessSource` runs a
+`BinlogSource` in a child (`python -m cdc_bridge.source.process FD`) and hands its
+transactions to the parent through a socketpair, one pickled message each, with the
+same interface as BinlogSource (transactions(), stop(), on_reconnect, last_position)
+plus `has_more()`: whether a transaction is already waiting, which lets the pipeline
+commit a batch the moment it has caught up instead of waiting out `batch.max_wait_ms`.
+
+The child holds nothing the parent has not seen: it never acknowledges or checkpoints;
+the parent restarts it from its own committed position. It dies with the parent
+(PR_SET_PDEATHSIG), so a SIGKILLed bridge never leaves a reader holding its server_id.
+SIGINT/SIGTERM/SIGHUP are the parent's to handle; the child ignores them and stops when
+told to or when the socket closes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from cdc_bridge.source.errors import SourceError
+from cdc_bridge.source.position import SourcePosition
+from cdc_bridge.source.settings import SourceSettings
+from cdc_bridge.source.transaction import SourceTransaction
+
+log = structlog.get_logger("cdc_bridge.source.process")
+
+# message kinds, child -> parent
+_TXN, _IDLE, _RECONNECT, _ERROR, _END, _READY = b"t", b"i", b"r", b"e", b"x", b"s"
+_TICK_SECONDS = 0.2      # the parent yields an idle tick when nothing arrived for this long
+_STOP_GRACE_SECONDS = 5.0
+
+
+class ReaderProcessError(SourceError):
+    """The binlog reader process ended without saying why (killed, out of memory, crashed)."""
+
+
+class ProcessSource:
+    """A BinlogSource running in a child process; iterate transactions() once, like BinlogSource."""
+
+    def __init__(self, settings: SourceSettings, tables: dict[str, set[str] | None],
+                 start: SourcePosition | None = None, *, from_earliest: bool = False,
+                 on_reconnect: Callable[[str], None] | None = None,
+                 log_level: str = "INFO", json_logs: bool | None = None) -> None:
+        self.settings = settings
+        self._spec = {"settings": settings, "tables": tables, "start": start,
+                      "from_earliest": from_earliest, "log_level": log_level,
+                      "json_logs": json_logs if json_logs is not None else not sys.stderr.isatty()}
+        self.on_reconnect = on_reconnect
+        self._position = start
+        self._stop = threading.Event()
+        self._iterating = False
+        self._conn: Connection | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.reconnects = 0
+        self.transactions_read = 0
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def last_position(self) -> SourcePosition | None:
+        return self._position
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Make transactions() end promptly. Safe from any thread and from signal handlers."""
+        self._stop.set()
+
+    def has_more(self) -> bool:
+        """A message (transaction or tick) is already waiting: the reader is ahead of us."""
+        conn = self._conn
+        try:
+            return conn is not None and conn.poll(0)
+        except (OSError, EOFError):
+            return False
+
+    def transactions(self) -> Iterator[SourceTransaction | None]:
+        """Committed transactions in binlog order, with `None` as idle ticks. Iterate once."""
+        if self._iterating:
+            raise RuntimeError("ProcessSource.transactions() can only be iterated once")
+        self._iterating = True
+        self._spawn()
+        conn = self._conn
+        assert conn is not None
+        loads = pickle.loads
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not conn.poll(_TICK_SECONDS):
+                        if self._proc is not None and self._proc.poll() is not None:
+                            raise self._died()
+                        yield None
+                        continue
+                    raw = conn.recv_bytes()
+                except (EOFError, OSError) as e:
+                    if self._stop.is_set():
+                        break
+                    raise self._died() from e
+                kind = raw[:1]
+                if kind == _TXN:
+                    txn = loads(raw[1:])
+                    self._position = txn.position
+                    self.transactions_read += 1
+                    yield txn
+                elif kind == _IDLE:
+                    yield None
+                elif kind == _RECONNECT:
+                    self.reconnects += 1
+                    if self.on_reconnect is not None:
+                        try:
+                            self.on_reconnect(raw[1:].decode())
+                        except Exception:  # noqa: BLE001 - a metrics callback must not stop the stream
+                            log.exception("on_reconnect callback failed")
+                elif kind == _ERROR:
+                    raise _rebuild_error(loads(raw[1:]))
+                elif kind == _END:
+                    break
+                # _READY and unknown kinds: nothing to do
+        finally:
+            self._shutdown()
+
+    # ------------------------------------------------------------------ child management
+
+    def _spawn(self) -> None:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        # the child imports the same cdc_bridge as we did (a checkout, a bench baseline tree)
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "cdc_bridge.source.process", str(child_sock.fileno()), str(os.getpid())],
+                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True)
+        finally:
+            child_sock.close()
+        self._conn = Connection(parent_sock.detach())
+        self._conn.send_bytes(pickle.dumps(self._spec, protocol=pickle.HIGHEST_PROTOCOL))
+        log.debug("binlog reader process started", pid=self._proc.pid)
+
+    def _died(self) -> SourceError:
+        code = self._proc.wait(timeout=_STOP_GRACE_SECONDS) if self._proc is not None else None
+        return ReaderProcessError(
+            f"the binlog reader process ended unexpectedly (exit status {code}); "
+            "its log lines above say why; the bridge restarts it from the last committed position when restarted")
+
+    def _shutdown(self) -> None:
+        conn, self._conn = self._conn, None
+        proc, self._proc = self._proc, None
+        if conn is not None:
+            try:
+                conn.close()  # the child's control thread sees EOF and stops its reader
+            except OSError:
+                pass
+        if proc is not None:
+            try:
+                proc.wait(timeout=_STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.warning("binlog reader process did not stop in time; killing it", pid=proc.pid)
+                proc.kill()
+                proc.wait()
+
+
+def _rebuild_error(info: dict[str, Any]) -> SourceError:
+    """The child's exception as the same SourceError class (exit codes and isinstance checks hold);
+    anything else (a bug) as a plain SourceError naming the original class."""
+    try:
+        module = sys.modules.get(info["module"]) or __import__(info["module"], fromlist=["_"])
+        cls = getattr(module, info["qualname"])
+    except Exception:  # noqa: BLE001
+        cls = None
+    if isinstance(cls, type) and issubclass(cls, SourceError):
+        err = cls.__new__(cls)
+        SourceError.__init__(err, info["message"])  # its own __init__ wants the original arguments
+        return err
+    return SourceError(f"binlog reader process: {info['qualname']}: {info['message']}")
+
+
+# ---------------------------------------------------------------------- the child
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the closed socket still stops us
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _child_main(fd: int, parent_pid: int) -> int:
+    _die_with_parent(parent_pid)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    conn = Connection(fd)
+    spec = pickle.loads(conn.recv_bytes())
+
+    from cdc_bridge.observability.logging import configure_logging
+    from cdc_bridge.source.binlog import BinlogSource
+
+    configure_logging(spec["log_level"], spec["json_logs"])
+    structlog.contextvars.bind_contextvars(process="binlog-reader")
+
+    send_lock = threading.Lock()
+
+    def send(raw: bytes) -> None:
+        with send_lock:
+            conn.send_bytes(raw)
+
+    source = BinlogSource(spec["settings"], spec["tables"], spec["start"], from_earliest=spec["from_earliest"],
+                          on_reconnect=lambda reason: send(_RECONNECT + reason.encode()))
+
+    def control() -> None:
+        # the parent never writes after the spec: EOF (or anything) means stop
+        try:
+            conn.recv_bytes()
+        except (EOFError, OSError):
+            pass
+        source.stop()
+
+    threading.Thread(target=control, name="reader-control", daemon=True).start()
+    dumps = pickle.dumps
+    proto = pickle.HIGHEST_PROTOCOL
+    try:
+        for txn in source.transactions():
+            send(_IDLE if txn is None else _TXN + dumps(txn, proto))
+        send(_END)
+        return 0
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        return 0  # the parent went away: nothing to report to
+    except BaseException as e:  # noqa: BLE001 - every failure is reported to the parent, then we exit
+        info = {"module": type(e).__module__, "qualname": type(e).__qualname__, "message": str(e)}
+        try:
+            send(_ERROR + dumps(info, proto))
+        except OSError:
+            pass
+        if not isinstance(e, SourceError):
+            log.exception("binlog reader process failed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(int(sys.argv[1]), int(sys.argv[2])))
