@@ -65,6 +65,7 @@ class ProcessSource:
         self._iterating = False
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._peeked: bytes | None = None  # a message has_more() received, for transactions() to handle
         self.reconnects = 0
         self.transactions_read = 0
 
@@ -83,12 +84,24 @@ class ProcessSource:
         self._stop.set()
 
     def has_more(self) -> bool:
-        """A message (transaction or tick) is already waiting: the reader is ahead of us."""
+        """A transaction is already waiting: the reader is ahead of us.
+
+        Idle ticks waiting in the socket are not "more" (the reader has caught up): they are
+        dropped here (transactions() yields its own tick after _TICK_SECONDS of silence). Call
+        it from the thread that iterates transactions(), between two items."""
+        if self._peeked is not None:
+            return self._peeked[:1] == _TXN
         conn = self._conn
         try:
-            return conn is not None and conn.poll(0)
+            while conn is not None and conn.poll(0):
+                raw = conn.recv_bytes()
+                if raw[:1] == _IDLE:
+                    continue
+                self._peeked = raw  # a transaction, or news (reconnect, error, end) for transactions()
+                return raw[:1] == _TXN
         except (OSError, EOFError):
-            return False
+            pass  # transactions() finds the closed socket on its next read and says why
+        return False
 
     def transactions(self) -> Iterator[SourceTransaction | None]:
         """Committed transactions in binlog order, with `None` as idle ticks. Iterate once."""
@@ -102,12 +115,15 @@ class ProcessSource:
         try:
             while not self._stop.is_set():
                 try:
-                    if not conn.poll(_TICK_SECONDS):
+                    if self._peeked is not None:
+                        raw, self._peeked = self._peeked, None
+                    elif not conn.poll(_TICK_SECONDS):
                         if self._proc is not None and self._proc.poll() is not None:
                             raise self._died()
                         yield None
                         continue
-                    raw = conn.recv_bytes()
+                    else:
+                        raw = conn.recv_bytes()
                 except (EOFError, OSError) as e:
                     if self._stop.is_set():
                         break
