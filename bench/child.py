@@ -3,8 +3,9 @@
     python bench/child.py bridge SPEC.json RESULT.json
     python bench/child.py state  SPEC.json RESULT.json
 
-A child is its own process so that its peak RSS is the bridge's (not the generator's or the
-benchmark's), its profile holds only the bridge, and the code under test can be swapped:
+A child is its own process so that its peak RSS is the bridge's and its binlog reader's (a
+child of the child; not the generator's or the benchmark's), its profile holds only the
+bridge, and the code under test can be swapped:
 SPEC["code"], when set, is put first on sys.path, so `cdc_bridge` is imported from there
 (run.py --baseline builds such a tree with the pre-optimization files).
 
@@ -64,7 +65,7 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
     from cdc_bridge.source.position import SourcePosition
     from cdc_bridge.state.lmdb_store import LmdbStateStore
 
-    mem = MemorySampler(0.1)
+    mem = MemorySampler(0.1, include_children=True)   # the bridge and its binlog reader process
     mem.start()
     rss_before = proc_status()
     config = BridgeConfig.model_validate(spec["config"])

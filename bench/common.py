@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import threading
@@ -363,23 +364,76 @@ def proc_status(pid: int | str = "self") -> dict[str, int]:
     return out
 
 
-class MemorySampler(threading.Thread):
-    """Samples /proc/self/status every `interval` s: peaks and a coarse series (t, rss, anon)."""
+def descendant_pids(pid: int) -> list[int]:
+    """Children, grandchildren, ... of `pid` (from /proc/<pid>/task/<tid>/children, every thread)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+            for kid in kids:
+                if kid not in out:
+                    out.append(kid)
+                    todo.append(kid)
+    return out
 
-    def __init__(self, interval: float = 0.2) -> None:
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return " ".join(a.decode(errors="replace") for a in f.read().split(b"\0") if a)[:200]
+    except OSError:
+        return ""
+
+
+class MemorySampler(threading.Thread):
+    """Samples /proc/<pid>/status every `interval` s: peaks and a coarse series (t, rss, anon).
+
+    include_children: the figures cover this process and its descendants (the bridge and its
+    binlog reader process): each sample sums VmRSS and RssAnon over the processes alive at
+    that moment (peak_rss_anon_bytes = peak of that sum), and vm_hwm_bytes is the sum of each
+    process's own VmHWM (a descendant's as last seen alive, at most `interval` before it ended).
+    A sum of RSS counts shared pages (the interpreter, libraries) once per process."""
+
+    def __init__(self, interval: float = 0.2, *, include_children: bool = False) -> None:
         super().__init__(daemon=True, name="memory-sampler")
         self.interval = interval
+        self.include_children = include_children
         self.peak_rss = 0
         self.peak_anon = 0
         self.series: list[tuple[float, int, int]] = []
+        self.processes: dict[int, dict[str, Any]] = {}   # pid -> cmd, its VmHWM and RssAnon peak
         self._stop_ev = threading.Event()
         self._t0 = time.perf_counter()
 
     def sample(self) -> dict[str, int]:
         st = proc_status()
-        self.peak_rss = max(self.peak_rss, st.get("VmRSS", 0))
-        self.peak_anon = max(self.peak_anon, st.get("RssAnon", 0))
-        self.series.append((round(time.perf_counter() - self._t0, 2), st.get("VmRSS", 0), st.get("RssAnon", 0)))
+        rss, anon = st.get("VmRSS", 0), st.get("RssAnon", 0)
+        if self.include_children:
+            me = self.processes.setdefault(os.getpid(), {"cmd": "bridge process (this one)"})
+            me["vm_hwm_bytes"] = st.get("VmHWM", 0)
+            me["peak_rss_anon_bytes"] = max(me.get("peak_rss_anon_bytes", 0), anon)
+            for pid in descendant_pids(os.getpid()):
+                cst = proc_status(pid)
+                if not cst:
+                    continue   # ended meanwhile
+                p = self.processes.setdefault(pid, {"cmd": _cmdline(pid)})
+                p["vm_hwm_bytes"] = max(p.get("vm_hwm_bytes", 0), cst.get("VmHWM", 0))
+                p["peak_rss_anon_bytes"] = max(p.get("peak_rss_anon_bytes", 0), cst.get("RssAnon", 0))
+                rss += cst.get("VmRSS", 0)
+                anon += cst.get("RssAnon", 0)
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_anon = max(self.peak_anon, anon)
+        self.series.append((round(time.perf_counter() - self._t0, 2), rss, anon))
         return st
 
     def run(self) -> None:
@@ -390,8 +444,14 @@ class MemorySampler(threading.Thread):
         self._stop_ev.set()
         st = self.sample()
         step = max(1, len(self.series) // 50)
-        return {"peak_rss_bytes": max(self.peak_rss, st.get("VmHWM", 0)), "peak_rss_anon_bytes": self.peak_anon,
-                "vm_hwm_bytes": st.get("VmHWM", 0), "series": self.series[::step]}
+        hwm = st.get("VmHWM", 0)
+        out: dict[str, Any] = {"scope": "this process"}
+        if self.include_children:
+            hwm = sum(p["vm_hwm_bytes"] for p in self.processes.values())
+            out = {"scope": "bridge + reader process",
+                   "processes": [{"pid": pid, **p} for pid, p in self.processes.items()]}
+        return {"peak_rss_bytes": max(self.peak_rss, hwm), "peak_rss_anon_bytes": self.peak_anon,
+                "vm_hwm_bytes": hwm, "series": self.series[::step], **out}
 
 
 def mib(n: float) -> str:

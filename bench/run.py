@@ -17,8 +17,10 @@
        is the range's end. Then the events topic is read back read_committed and checked:
        every event id once, sequences 1..n per aggregate, and the folded events equal the
        database's orders and lines (exactly once, and correct).
-   (e) peak RSS of that child (VmHWM; RssAnon sampled every 100 ms = the Python heap; the
-       rest is mostly LMDB's file mapping, reclaimable page cache).
+   (e) peak RSS of that child and its binlog reader process (source.reader: process), summed:
+       each process's VmHWM added up; RssAnon (= the Python heaps) summed over both every
+       100 ms, and the peak of that sum; the rest is mostly LMDB's file mapping, reclaimable
+       page cache, plus the interpreter's shared pages counted once per process.
 3. (d) latency: the bridge of (c) is restarted (recovers from its checkpoint) and the writer
    paces itself at --latency-rate rows/s (--latency-batch orders/lines per transaction): 2 s of
    warm-up, then --latency-seconds measured. Per source transaction:
@@ -238,6 +240,7 @@ def throughput(variant: Variant, work: Path, start: SourcePosition, end: SourceP
         "transactions": sum(b[1] for b in batches), "events": sum(b[3] for b in batches),
         "dead_letters": sum(b[4] for b in batches), "kafka_transactions": len(batches),
         "peak_rss_bytes": mem["vm_hwm_bytes"], "peak_rss_anon_bytes": mem["peak_rss_anon_bytes"],
+        "peak_rss_scope": mem.get("scope"), "rss_processes": mem.get("processes"),
         "rss_before_bridge_bytes": result["rss_before_bridge_bytes"],
         "rss_at_streaming_bytes": result["rss_at_streaming_bytes"],
         "rss_series": mem["series"], "lmdb": result["lmdb"], "code": result["code"],
@@ -709,7 +712,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['dead_letters']:,} dead letters, {r['kafka_transactions']} Kafka txns)")
             say(f"    machine during (c): iowait max {r['machine']['iowait_pct_max']}%, steal max "
                 f"{r['machine']['steal_pct_max']}%, idle mean {r['machine']['idle_pct_mean']}%")
-            say(f"(e) peak RSS [{v.label}]: {mib(r['peak_rss_bytes'])} (anon {mib(r['peak_rss_anon_bytes'])}; "
+            procs = r.get("rss_processes") or []
+            say(f"(e) peak RSS, bridge + reader process [{v.label}]: {mib(r['peak_rss_bytes'])} = sum of VmHWM over "
+                f"{len(procs)} process(es) ({' + '.join(mib(p['vm_hwm_bytes']) for p in procs)}); anon, peak of "
+                f"the 100 ms sums {mib(r['peak_rss_anon_bytes'])}; bridge process alone "
                 f"{mib(r['rss_at_streaming_bytes'])} when streaming began)")
             if "verify" not in skip:
                 ver = verify(v, conn_settings, r["events"])
@@ -837,7 +843,7 @@ def summary(out: dict[str, Any]) -> None:
         if lab not in labels:
             say(f"{'(d) ' + lab + ' p50/p99 commit, visible':<44}{r['commit'].get('p50_ms')!s:>8} /{r['commit'].get('p99_ms')!s:>6}"
                 f"{r['visible'].get('p50_ms')!s:>8} /{r['visible'].get('p99_ms')!s:>6}")
-    say(f"{'(e) peak RSS of the bridge process (MiB)':<44}" + "".join(
+    say(f"{'(e) peak RSS bridge + reader process (MiB)':<44}" + "".join(
         f"{out['bridge'][lab]['peak_rss_bytes'] / 2**20:>16,.0f}" for lab in labels))
     st = out.get("state", {})
     if any(lab in st for lab in labels):
