@@ -37,6 +37,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from cdc_bridge.aggregate.event import DomainEvent, rfc3339
+from cdc_bridge.jsoncodec import dumps
 from cdc_bridge.mapping.command import DeadLetter
 from cdc_bridge.sink.checkpoint import build_checkpoint, encode_checkpoint
 from cdc_bridge.sink.clients import is_transient, producer_config
@@ -52,33 +53,6 @@ log = structlog.get_logger("cdc_bridge.sink.publisher")
 TOMBSTONE_HEADER = "cdc-bridge-tombstone"
 
 Partitioner = Callable[[str, int], int]
-
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def _fast_encode(encoder: json.JSONEncoder) -> Callable[[Any], str]:
-    """encoder.encode, byte for byte, with CPython's C encoder built once instead of at every call and
-    without circular-reference bookkeeping. A circular structure (which makes the C encoder recurse)
-    is handed to encoder.encode, which raises its usual ValueError."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None or encoder.indent is not None or encoder.check_circular is False:
-        return encoder.encode
-    c_encode = make(None, encoder.default,
-                    json.encoder.encode_basestring_ascii if encoder.ensure_ascii else json.encoder.encode_basestring,
-                    None, encoder.key_separator, encoder.item_separator, encoder.sort_keys, encoder.skipkeys,
-                    encoder.allow_nan)
-    join = "".join
-
-    def encode(obj: Any) -> str:
-        try:
-            return join(c_encode(obj, 0))
-        except RecursionError:
-            return encoder.encode(obj)
-
-    return encode
-
-
-_encode = _fast_encode(_encoder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +257,7 @@ class TransactionalPublisher:
                                 "data": ev.data}
                 else:   # a subclass may shape its own envelope
                     envelope = ev.envelope()
-                value = _encode(envelope).encode()
+                value = dumps(envelope)
             except (TypeError, ValueError) as exc:
                 raise FatalPublishError(f"event {event_id} ({ev.event_type}) cannot be serialized to JSON: {exc}; "
                                         "a decider produced a non JSON-friendly value") from exc
@@ -312,7 +286,7 @@ class TransactionalPublisher:
             dl_topic = self.dead_letter_topic
             for dl in dead_letters:
                 try:
-                    value = _encode(dl.to_json_dict()).encode()
+                    value = dumps(dl.to_json_dict())
                 except (TypeError, ValueError):
                     value = json.dumps(dl.to_json_dict(), separators=(",", ":"), ensure_ascii=False,
                                        default=repr).encode()
