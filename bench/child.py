@@ -97,7 +97,7 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
     lmdb_commits: list[tuple[float, float]] = []   # (wall time at the end, seconds) per LMDB commit
 
     def instrument() -> None:
-        """Diagnostics only: the publisher's on_commit hook and a timer around LmdbStateStore.commit."""
+        """Diagnostics only: the publisher's on_commit hook and a timer around LmdbStateStore.write (the LMDB transaction of a batch)."""
         import dataclasses
 
         pub, store = bridge.publisher, bridge.store
@@ -105,7 +105,8 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
             pub.hooks = dataclasses.replace(pub.hooks, on_commit=lambda r: diag.append(
                 (time.time(), round(r.produce_seconds, 4), round(r.commit_seconds, 4), round(r.total_seconds, 4))))
         if store is not None:
-            inner = store.commit
+            name = "write" if hasattr(store, "seal") else "commit"   # older revisions (--baseline) commit in one call
+            inner = getattr(store, name)
 
             def timed_commit(*a: Any, **kw: Any) -> Any:
                 t0 = time.perf_counter()
@@ -114,7 +115,7 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
                 finally:
                     lmdb_commits.append((time.time(), round(time.perf_counter() - t0, 4)))
 
-            store.commit = timed_commit  # type: ignore[method-assign]
+            setattr(store, name, timed_commit)
 
     def watcher() -> None:
         while not bridge.streaming.wait(0.05):

@@ -9,6 +9,11 @@ A crash after 3 and before 4 leaves LMDB behind Kafka: on restart the missing
 source transactions are re-applied to state without being published again.
 A crash before 3 aborts the Kafka transaction (init_transactions fences it), and
 the batch is read again from the binlog.
+
+Steps 2-4 of batch N run on a committer thread while the main thread applies batch
+N+1 on top of N's sealed (not yet written) state; the next batch is handed over only
+once N's Kafka commit is known. If Kafka aborts N, both N and the part of N+1 already
+applied are dropped from state and applied again, then N is published again.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -79,6 +85,19 @@ class Batch:
         return self.txns[-1].position
 
 
+@dataclass
+class _InFlight:
+    """A batch handed to the committer thread: its Kafka transaction, then its LMDB write."""
+
+    batch: Batch
+    position: SourcePosition | None   # as given to _flush (None: the batch's own position)
+    extra: dict[str, Any] | None
+    checkpoint: dict[str, Any]
+    records: list[tuple]
+    sealed: Any                       # the store's sealed write set of this batch
+    future: "Future[Any] | None" = None
+
+
 class Bridge:
     """The daemon's main loop. `run()` returns when stopped; errors propagate with exit codes."""
 
@@ -106,7 +125,12 @@ class Bridge:
         self.source_connected = False
         self.kafka_ok = False
         self.lag_seconds = 0.0
-        self.on_batch_committed: Callable[[Batch], None] | None = None  # test hook
+        # called on the committer thread once a batch is committed in Kafka (its LMDB write may follow)
+        self.on_batch_committed: Callable[[Batch], None] | None = None
+        self._batch = Batch()                      # the open batch, being applied
+        self._inflight: _InFlight | None = None    # the batch being committed on the committer thread
+        self._committer: ThreadPoolExecutor | None = None
+        self._last_commit_ts = 0.0  # source commit time of the last published transaction
 
     # ---------------------------------------------------------------- control
     def stop(self) -> None:
@@ -302,6 +326,7 @@ class Bridge:
 
     def _commit_checkpoint_only(self, position: SourcePosition) -> None:
         assert self.publisher is not None and self.store is not None
+        self._settle()
         origin = (self.origin or position).to_dict()
         self.publisher.publish_batch([], [], {**self.checkpoint_extra, "position": position.to_dict(), "origin": origin,
                                               "batch": self.batches_committed, "transactions": 0, "events": 0})
@@ -386,7 +411,6 @@ class Bridge:
     def _stream(self, start: SourcePosition | None, replay_until: SourcePosition | None) -> None:
         cfg = self.config
         position = start
-        batch = Batch()
         while not self._stop.is_set():
             self._source = self._new_source(position)
             if self._stop.is_set():
@@ -400,13 +424,15 @@ class Bridge:
                 self.last_loop = now
                 self.metrics.last_loop_timestamp.set(now)
                 self.readiness()  # keeps the cdc_bridge_ready gauge current without a prober
+                batch = self._batch
                 if txn is None:  # idle tick
                     if replay_until is None:
                         self.lag_seconds = 0.0 if not batch else now - batch.txns[-1].commit_ts
                         self.metrics.lag_seconds.set(self.lag_seconds)
                     if batch and (now - batch.started) * 1000 >= cfg.batch.max_wait_ms:
-                        self._flush(batch)
-                        batch = Batch()
+                        self._flush(batch, wait=False)
+                    else:
+                        self._settle(block=False)
                     continue
                 if replay_until is not None:
                     if txn.position <= replay_until:
@@ -424,14 +450,13 @@ class Bridge:
                 if (len(batch) >= cfg.batch.max_transactions or len(batch.events) >= cfg.batch.max_events
                         or (now - batch.started) * 1000 >= cfg.batch.max_wait_ms
                         or (has_more is not None and not has_more())):
-                    self._flush(batch)
-                    batch = Batch()
+                    self._flush(batch, wait=False)
             # The reader ended: stop requested, or a reload.
             self.source_connected = False
             self.metrics.source_connected.set(0)
-            if batch:
-                self._flush(batch)
-                batch = Batch()
+            if self._batch:
+                self._flush(self._batch)
+            self._settle()
             position = self.committed or position
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
@@ -456,8 +481,13 @@ class Bridge:
             commands, dead = txn.commands, []
         else:
             commands, dead = self.mappings.translate(txn)
-        for c in commands:
-            self.metrics.commands.labels(c.table, c.operation).inc()
+        if commands:
+            counts: dict[tuple[str, str], int] = {}
+            for c in commands:
+                k = (c.table, c.operation)
+                counts[k] = counts.get(k, 0) + 1
+            for (table, op), n in counts.items():
+                self.metrics.commands.labels(table, op).inc(n)
         result = self.runtime.apply(commands, txn)
         if self.config.command_log.enabled:
             batch.commands.extend(commands)
@@ -477,55 +507,116 @@ class Bridge:
         self.store.commit(until, {"batch": self.batches_committed, "origin": self.origin.to_dict() if self.origin else None})
         log.info("state caught up with the Kafka checkpoint", position=str(until))
 
-    def _flush(self, batch: Batch, position: SourcePosition | None = None, extra: dict[str, Any] | None = None) -> None:
+    def _flush(self, batch: Batch, position: SourcePosition | None = None, extra: dict[str, Any] | None = None,
+               *, wait: bool = True) -> None:
         """Publish the batch with its checkpoint in one Kafka transaction, then commit LMDB.
 
         position: the resume position to checkpoint (default: the batch's last transaction);
         the snapshot phase keeps it at the stream start and passes its progress in `extra`.
+        wait=False hands the batch to the committer thread and returns at once (after the
+        previous batch's Kafka commit is known); the main loop goes on applying on top of it.
         """
-        assert self.publisher is not None and self.store is not None and self.runtime is not None
+        assert self.publisher is not None and self.store is not None
+        self._settle()
+        inflight = self._seal(batch, position, extra)
+        if batch is self._batch:
+            self._batch = Batch()
+        if batch.txns:
+            self._last_commit_ts = batch.txns[-1].commit_ts
+        self._record_state()  # the state as of this batch, before anyone sees it committed
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="committer")
+        inflight.future = self._committer.submit(self._commit_batch, inflight)
+        self._inflight = inflight
+        if wait:
+            self._settle()
+
+    def _seal(self, batch: Batch, position: SourcePosition | None, extra: dict[str, Any] | None) -> _InFlight:
+        """The batch's checkpoint, command-log records and state write set, fixed now."""
+        assert self.store is not None
         pos = position or batch.position
-        attempt = 0
-        while True:
-            attempt += 1
-            checkpoint = {
-                **self.checkpoint_extra,
-                **(extra or {}),
-                "position": pos.to_dict(),
-                "origin": self.origin.to_dict() if self.origin else batch.txns[0].position.to_dict(),
-                "batch": self.batches_committed + 1,
-                "transactions": len(batch.txns),
-                "events": len(batch.events),
-            }
-            records: list[tuple] = []
-            if self.config.command_log.enabled:
-                records = command_log_records(self.command_log_topic, self.config.state.partitions, partition_for,
-                                              batch.commands, batch.position)
-            try:
-                result = self.publisher.publish_batch(batch.events, batch.dead_letters, checkpoint, records)
-                break
-            except BatchAbortedError as e:
-                # Kafka aborted the transaction: nothing of this batch is visible. Drop the
-                # uncommitted state and apply the same source transactions again.
-                self.metrics.batch_aborts.inc()
-                log.warning("Kafka transaction aborted; redoing the batch", attempt=attempt, error=str(e))
-                self.store.rollback()
-                txns = batch.txns
-                batch.txns, batch.commands, batch.events, batch.dead_letters = [], [], [], []
-                for t in txns:
-                    self._apply(t, batch)
-                time.sleep(min(5.0, 0.2 * attempt))
+        number = self.batches_committed + 1
+        origin = self.origin.to_dict() if self.origin else batch.txns[0].position.to_dict()
+        checkpoint = {
+            **self.checkpoint_extra,
+            **(extra or {}),
+            "position": pos.to_dict(),
+            "origin": origin,
+            "batch": number,
+            "transactions": len(batch.txns),
+            "events": len(batch.events),
+        }
+        records: list[tuple] = []
+        if self.config.command_log.enabled:
+            records = command_log_records(self.command_log_topic, self.config.state.partitions, partition_for,
+                                          batch.commands, pos)
+        sealed = self.store.seal(pos, {**self.checkpoint_extra, **(extra or {}), "batch": number, "origin": origin})
+        return _InFlight(batch, position, extra, checkpoint, records, sealed)
+
+    def _commit_batch(self, inflight: _InFlight) -> Any:
+        """On the committer thread: the Kafka transaction, then the LMDB write of the same batch."""
+        assert self.publisher is not None and self.store is not None
+        batch = inflight.batch
+        result = self.publisher.publish_batch(batch.events, batch.dead_letters, inflight.checkpoint, inflight.records)
+        # Visible in Kafka from here on. LMDB follows (a crash in between is replayed at start).
         if self.origin is None:
-            self.origin = SourcePosition.from_dict(checkpoint["origin"])
-        self.batches_committed += 1
-        self.store.commit(pos, {**self.checkpoint_extra, **(extra or {}), "batch": self.batches_committed,
-                                "origin": checkpoint["origin"]})
-        self.committed = pos
-        self._record_commit(batch, result.commit_seconds)
+            self.origin = SourcePosition.from_dict(inflight.checkpoint["origin"])
+        self.batches_committed = inflight.checkpoint["batch"]
+        self.committed = SourcePosition.from_dict(inflight.checkpoint["position"])
+        self._record_published(batch, result.commit_seconds)
         if self.on_batch_committed:
             self.on_batch_committed(batch)
+        self.store.write(inflight.sealed)
+        return result
 
-    def _record_commit(self, batch: Batch, commit_seconds: float) -> None:
+    def _settle(self, block: bool = True) -> None:
+        """Wait for the batch on the committer thread (block=False: only if it is done) and take its
+        outcome: errors are raised here, an aborted Kafka transaction is redone."""
+        inflight = self._inflight
+        if inflight is None or inflight.future is None:
+            return
+        if not block and not inflight.future.done():
+            return
+        self._inflight = None
+        try:
+            inflight.future.result()
+        except BatchAbortedError as e:
+            self._redo(inflight, e)
+        assert self.store is not None
+        self.store.release_written()
+        self._record_state()
+
+    def _redo(self, inflight: _InFlight, error: BatchAbortedError) -> None:
+        """Kafka aborted the transaction: nothing of the batch is visible. Drop its state (and what the
+        open batch applied on top of it), apply the same source transactions again and publish again."""
+        assert self.store is not None and self.publisher is not None
+        open_txns = self._batch.txns
+        self._batch = Batch()
+        self.store.rollback()                      # the open batch
+        self.store.discard_sealed(inflight.sealed)  # the aborted one
+        attempt = 1
+        while True:
+            self.metrics.batch_aborts.inc()
+            log.warning("Kafka transaction aborted; redoing the batch", attempt=attempt, error=str(error))
+            time.sleep(min(5.0, 0.2 * attempt))
+            redo = Batch()
+            for t in inflight.batch.txns:
+                self._apply(t, redo)
+            inflight = self._seal(redo, inflight.position, inflight.extra)
+            try:
+                self._commit_batch(inflight)
+                break
+            except BatchAbortedError as e:
+                error = e
+                attempt += 1
+                self.store.discard_sealed(inflight.sealed)
+        batch = self._batch
+        for t in open_txns:
+            self._apply(t, batch)
+        batch.started = time.time() if open_txns else 0.0
+
+    def _record_published(self, batch: Batch, commit_seconds: float) -> None:
+        """Counters of a batch committed in Kafka (committer thread: touches no state)."""
         m = self.metrics
         now = time.time()
         m.batches.inc()
@@ -533,24 +624,34 @@ class Bridge:
         for t in batch.txns:
             if t.changes:
                 m.end_to_end_seconds.observe(max(0.0, now - t.commit_ts))
+        counts: dict[tuple[str, str], int] = {}
         for ev in batch.events:
-            m.events_published.labels(ev.aggregate, ev.event_type).inc()
+            k = (ev.aggregate, ev.event_type)
+            counts[k] = counts.get(k, 0) + 1
+        for (aggregate, event_type), n in counts.items():
+            m.events_published.labels(aggregate, event_type).inc(n)
         for dl in batch.dead_letters:
             m.dead_letters.labels(dl.reason).inc()
             if dl.aggregate and dl.reason not in MAPPING_REASONS:
                 m.rejections.labels(dl.aggregate, dl.reason).inc()
-        pos = batch.position
-        m.source_position.info({"gtid": pos.gtid or "", "binlog_file": pos.binlog_file, "binlog_pos": str(pos.binlog_pos)})
-        m.binlog_file_index.set(binlog_file_index(pos.binlog_file))
-        m.binlog_offset.set(pos.binlog_pos)
+        pos = batch.position if batch.txns else self.committed
+        if pos is not None:
+            m.source_position.info({"gtid": pos.gtid or "", "binlog_file": pos.binlog_file,
+                                    "binlog_pos": str(pos.binlog_pos)})
+            m.binlog_file_index.set(binlog_file_index(pos.binlog_file))
+            m.binlog_offset.set(pos.binlog_pos)
+        log.debug("batch committed", batch=self.batches_committed, position=str(pos), events=len(batch.events))
+
+    def _record_state(self) -> None:
+        """State gauges (main thread: they read the store)."""
+        m = self.metrics
         if self.store is not None and self.runtime is not None:
             st = self.store.stats()
             m.lmdb_size.set(st["size_bytes"])
             m.lmdb_map_used.set(st["map_used_ratio"])
             count, oldest = self.runtime.held_stats()
             m.held_children.set(count)
-            m.held_oldest_age.set(max(0.0, batch.txns[-1].commit_ts - oldest) if oldest else 0.0)
-        log.debug("batch committed", batch=self.batches_committed, position=str(pos), events=len(batch.events))
+            m.held_oldest_age.set(max(0.0, self._last_commit_ts - oldest) if oldest and self._last_commit_ts else 0.0)
 
     def _reload_mappings(self) -> None:
         try:
@@ -572,6 +673,14 @@ class Bridge:
                  tables=sorted(new.tables_and_columns()))
 
     def _close(self) -> None:
+        if self._inflight is not None:
+            try:
+                self._settle()
+            except Exception as e:  # the error that ended the loop (if any) is the one to report
+                log.error("the last batch could not be committed", error=str(e))
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None
         if self.publisher is not None:
             try:
                 self.publisher.close()

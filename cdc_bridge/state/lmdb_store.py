@@ -105,8 +105,35 @@ class _HeldBatch:
         self.changes[key] = None
 
 
+class _Sealed:
+    """A batch's changes, fixed for writing (seal) while the next batch is applied on top of them.
+
+    Reads see: the open batch, then sealed batches newest first, then LMDB. `writes` is what the
+    write transaction puts (records already encoded, so later in-place changes cannot leak in).
+    """
+
+    __slots__ = ("records", "held", "held_counts", "writes", "given_batch", "state", "batch")
+
+    def __init__(self, records: dict[int, dict[bytes, Any]], held: dict[int, _HeldBatch],
+                 held_counts: dict[int, int], writes: list[tuple[Any, bytes, bytes | None]],
+                 given_batch: int | None) -> None:
+        self.records = records
+        self.held = held
+        self.held_counts = held_counts
+        self.writes = writes
+        self.given_batch = given_batch
+        self.state: str | None = None   # None: not written yet; "written"; "full": LMDB map full, grow and redo
+        self.batch = 0
+
+
 class LmdbStateStore:
-    """Aggregate records per partition, the held-children index and the applied position, in one LMDB env."""
+    """Aggregate records per partition, the held-children index and the applied position, in one LMDB env.
+
+    Changes collect in the open batch; commit() writes them in ONE LMDB transaction. The pipeline
+    splits that in two: seal() fixes the batch (the next one is applied on top of it), write()
+    runs the LMDB transaction on another thread, release_written() (this thread) drops what is
+    written. Sealed batches are written in order, one at a time.
+    """
 
     def __init__(
         self,
@@ -130,6 +157,7 @@ class LmdbStateStore:
         self._held: dict[int, _HeldBatch] = {}
         self._held_counts: dict[int, int] = {}
         self._held_floor: dict[int, float] = {}  # per partition: lower bound of every held `since` (absent: unknown)
+        self._sealed: list[_Sealed] = []   # oldest first
         self._closed = False
 
         if readonly:
@@ -270,6 +298,11 @@ class LmdbStateStore:
         cached = self._records.get(partition)
         if cached is not None and key in cached:
             return cached[key]
+        if self._sealed:
+            for layer in reversed(self._sealed):
+                cached = layer.records.get(partition)
+                if cached is not None and key in cached:
+                    return cached[key]
         raw = (self._rtxn or self._read()).get(key, db=self._pdb[partition])
         return AggregateRecord.from_json_dict(_loads(raw)) if raw is not None else None
 
@@ -333,6 +366,10 @@ class LmdbStateStore:
     def _held_exists(self, key: bytes, batch: "_HeldBatch") -> bool:
         if key in batch.changes:
             return batch.changes[key] is not None
+        for layer in reversed(self._sealed):
+            for b in layer.held.values():
+                if key in b.changes:
+                    return b.changes[key] is not None
         return self._read().get(key, db=self._held_db) is not None
 
     def held_count(self, partition: int) -> int:
@@ -340,6 +377,9 @@ class LmdbStateStore:
         self._check_partition(partition)
         if partition in self._held_counts:
             return self._held_counts[partition]
+        for layer in reversed(self._sealed):
+            if partition in layer.held_counts:
+                return layer.held_counts[partition]
         raw = self._read().get((_HELD_COUNT + partition_db_name(partition).decode()).encode(), db=self._meta_db)
         return _loads(raw) if raw is not None else 0
 
@@ -360,6 +400,17 @@ class LmdbStateStore:
     def _iter_held(self, partition: int) -> Iterator[HeldRef]:
         prefix = self._held_prefix(partition)
         batch = self._held.get(partition) or _HeldBatch()
+        below = [layer.held[partition] for layer in self._sealed if partition in layer.held]
+        if below:
+            # sealed batches under the open one: one merged view (rare, small: held entries of two batches)
+            merged = _HeldBatch()
+            for b in below + [batch]:
+                for k, v in b.changes.items():
+                    if v is None:
+                        merged.remove(k)
+                    else:
+                        merged.add(k, v)
+            batch = merged
         changes = batch.changes
 
         def committed() -> Iterator[tuple[bytes, bytes]]:
@@ -426,7 +477,8 @@ class LmdbStateStore:
 
     @property
     def dirty(self) -> int:
-        return sum(len(c) for c in self._records.values()) + sum(len(b.changes) for b in self._held.values())
+        layers = [(self._records, self._held)] + [(x.records, x.held) for x in self._sealed]
+        return sum(sum(len(c) for c in r.values()) + sum(len(b.changes) for b in h.values()) for r, h in layers)
 
     def commit(self, position: SourcePosition, extra_meta: dict[str, Any] | None = None) -> int:
         """Write the batch: dirty records, held index, applied position, batch counter, in ONE write txn.
@@ -436,6 +488,23 @@ class LmdbStateStore:
         number, so meta and checkpoint agree), else the previous one + 1. Returns it.
         Grows the map (x2) and retries when LMDB is full.
         """
+        self.release_written()
+        if self._sealed:
+            raise StateStoreError("commit() while a sealed batch is still being written; release_written() first")
+        layer = self.seal(position, extra_meta)
+        self._end_read()
+        try:
+            self.write(layer)
+        except BaseException:
+            # not written: the batch is open again, as if never sealed (the caller may roll it back)
+            self._sealed.pop()
+            self._records, self._held, self._held_counts = layer.records, layer.held, layer.held_counts
+            raise
+        self.release_written()
+        return layer.batch
+
+    def seal(self, position: SourcePosition, extra_meta: dict[str, Any] | None = None) -> _Sealed:
+        """Fix the open batch for writing (see commit() for extra_meta); a new open batch starts on top of it."""
         self._check_writable()
         extra = dict(extra_meta or {})
         for k in extra:
@@ -454,32 +523,55 @@ class LmdbStateStore:
             writes.append((self._meta_db, (_HELD_COUNT + partition_db_name(p).decode()).encode(), _dumps(n)))
         writes.append((self._meta_db, b"applied_position", _dumps(position.to_dict())))
         writes.extend((self._meta_db, k.encode("utf-8"), _dumps(v)) for k, v in extra.items())
+        layer = _Sealed(self._records, self._held, self._held_counts, writes, given_batch)
+        self._records, self._held, self._held_counts = {}, {}, {}
+        self._sealed.append(layer)
+        return layer
 
-        self._end_read()
-        while True:
-            try:
-                with self._env.begin(write=True) as txn:
-                    if given_batch is not None:
-                        batch = given_batch
+    def write(self, layer: _Sealed) -> None:
+        """The LMDB write transaction of a sealed batch. Any thread; touches no other state of the
+        store. A full map is left for release_written() (growing needs every reader of this thread gone)."""
+        try:
+            with self._env.begin(write=True) as txn:
+                if layer.given_batch is not None:
+                    batch = layer.given_batch
+                else:
+                    raw = txn.get(b"batch", db=self._meta_db)
+                    batch = (_loads(raw) if raw is not None else 0) + 1
+                for db, k, v in layer.writes:
+                    if v is None:
+                        txn.delete(k, db=db)
                     else:
-                        raw = txn.get(b"batch", db=self._meta_db)
-                        batch = (_loads(raw) if raw is not None else 0) + 1
-                    for db, k, v in writes:
-                        if v is None:
-                            txn.delete(k, db=db)
-                        else:
-                            txn.put(k, v, db=db)
-                    txn.put(b"batch", _dumps(batch), db=self._meta_db)
-                break
-            except lmdb.MapFullError:
+                        txn.put(k, v, db=db)
+                txn.put(b"batch", _dumps(batch), db=self._meta_db)
+            layer.batch = batch
+            layer.state = "written"
+        except lmdb.MapFullError:
+            layer.state = "full"
+
+    def release_written(self) -> None:
+        """Drop the sealed batches that are written (oldest first); redo a write that found the map full."""
+        while self._sealed and self._sealed[0].state is not None:
+            layer = self._sealed[0]
+            while layer.state == "full":
                 self._grow()
-        self._records.clear()
-        self._held.clear()
-        self._held_counts.clear()
-        return batch
+                self.write(layer)
+            self._sealed.pop(0)
+            self._end_read()  # the next read sees what was just written
+
+    def discard_sealed(self, layer: _Sealed) -> None:
+        """Forget a sealed batch that will not be written (its Kafka transaction aborted). Only the newest,
+        and only with nothing applied on top of it (rollback() first)."""
+        if not self._sealed or self._sealed[-1] is not layer or layer.state is not None:
+            raise StateStoreError("discard_sealed: only the newest sealed batch, before it is written")
+        if self._records or self._held or self._held_counts:
+            raise StateStoreError("discard_sealed: roll back the open batch first")
+        self._sealed.pop()
+        self._held_floor.clear()
+        self._end_read()
 
     def rollback(self) -> None:
-        """Drop the current batch (records, held index); the store is as of the last commit again."""
+        """Drop the open batch (records, held index); the store is as of the last seal or commit again."""
         self._check_open()
         self._records.clear()
         self._held.clear()
@@ -558,6 +650,7 @@ class LmdbStateStore:
         self._records.clear()
         self._held.clear()
         self._held_counts.clear()
+        self._sealed.clear()
         self._env.close()
         self._release_writer_lock()
         self._closed = True
