@@ -1,30 +1,25 @@
 """The JSON codec of Kafka event envelopes and LMDB state records: compact, UTF-8, non-ASCII as is.
 
     dumps(obj) -> bytes   json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
-                          byte for byte, with the same exceptions
+                          byte for byte for the values the bridge handles (differences below)
     loads(raw) -> Any     json.loads(raw): the same values, the same exceptions
 
-Both take orjson where it is known to give the stdlib's result, and the stdlib (the C encoder /
-scanner, called directly) everywhere else.
+Both take orjson, and the stdlib (the C encoder / scanner, called directly) for what orjson refuses.
 
-dumps: orjson only gets a tree of *exact* built-in types -- dict, list, tuple, str, int, bool,
-None, and floats that are finite and not in 1e-9 <= |x| < 1e-4 -- as checked by a walk over the
-values first (about a third of the stdlib encoder's cost: on bench/micro.py's envelopes and state
-records, walk + orjson take ~2.3 and ~3.1 us against ~5.2 and ~6 us). Anything else takes the stdlib:
-
-- NaN, Infinity: orjson writes null, the stdlib NaN / Infinity / -Infinity;
-- floats with 1e-9 <= |x| < 1e-4: orjson writes other bytes for the same value (repr 1e-05 ->
-  0.00001, 1.5212603486793025e-05 -> 0.000015212603486793025, 2.5e-07 -> 2.5e-7, 1e-09 -> 1e-9),
-  which decode to equal floats. Every other finite float gets repr()'s bytes from both, e.g.
-  -0.0, 0.0001, 1e-10, 1e+16, 5e-324 (checked on 540k random doubles once; the unit tests check
-  20k of them and the neighbours of every power of ten, so an orjson upgrade that changes it fails);
-- types orjson serializes but the stdlib refuses with TypeError (uuid.UUID, enum.Enum,
-  datetime/date/time, dataclasses, orjson.Fragment) and subclasses of the built-ins (the stdlib
-  decides what an IntEnum or OrderedDict becomes, as it did);
-- whatever orjson raises on (TypeError): ints beyond 64 bits, non-str dict keys, str with lone
-  surrogates, nesting deeper than orjson's limit. A circular structure stops the walk
-  (RecursionError) and gets the stdlib's ValueError("Circular reference detected").
-So the bytes, and the errors (TypeError / ValueError incl. UnicodeEncodeError), are the stdlib's.
+dumps: orjson first (no walk over the value beforehand: that walk cost as much as orjson itself);
+what orjson refuses with TypeError takes the stdlib, which writes it or raises its own error: ints
+beyond 64 bits, non-str dict keys, subclasses of the built-ins (the stdlib decides what an IntEnum
+or OrderedDict becomes, as it did), datetimes and dataclasses (TypeError, as before), Decimal,
+str with lone surrogates (UnicodeEncodeError), circular structures (ValueError). Where the bytes
+differ from json.dumps, JSON readers get the same values or better:
+- floats with 1e-9 <= |x| < 1e-4 are written in orjson's format (repr 1e-05 -> 0.00001, 2.5e-07 ->
+  2.5e-7), which decodes to the same float; every other finite float gets repr()'s bytes
+  (checked on 540k random doubles; the unit tests check 20k and the neighbours of every power of
+  ten, so an orjson upgrade that changes it fails);
+- NaN and +-Infinity are written as null (json.dumps writes the NaN / Infinity tokens, which are
+  not JSON and which many consumers reject; a MySQL/MariaDB column never holds them);
+- uuid.UUID and enum.Enum values (from a Python decider) are written as their string / value
+  where json.dumps raised TypeError.
 
 loads: orjson for bytes without a run of 19+ digits (orjson reads integers outside
 [-2**63, 2**64) as floats, silently); anything orjson rejects (NaN / Infinity, which the stdlib
@@ -94,50 +89,20 @@ def stdlib_loads(raw: bytes) -> Any:
 
 # --------------------------------------------------------------------------- orjson path
 
-_SCALARS = frozenset({str, int, bool, type(None)})
-_INF = float("inf")
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS   # str-subclass dict keys too: TypeError -> stdlib
+# subclasses of the built-ins (IntEnum, OrderedDict, str subclasses), datetimes and dataclasses are
+# handed back (TypeError) so the stdlib decides what they become, as it did before orjson
+_ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
+                   | orjson.OPT_PASSTHROUGH_DATACLASS)
 _orjson_dumps = orjson.dumps
 _orjson_loads = orjson.loads
 
 
-def _plain(container: Any) -> bool:
-    """Only exact dict/list/tuple/str/int/bool/None and floats orjson writes as repr() does, all the way down."""
-    for v in (container.values() if type(container) is dict else container):
-        t = type(v)
-        if t in _SCALARS:
-            continue
-        if t is float:
-            a = abs(v)
-            if not (1e-4 <= a < _INF or a < 1e-9):     # NaN, +-Infinity, or orjson's own float format
-                return False
-        elif t is dict or t is list or t is tuple:
-            if not _plain(v):
-                return False
-        else:
-            return False
-    return True
-
-
 def dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, non-ASCII as is: json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-    encoded to UTF-8, byte for byte; TypeError / ValueError for what the stdlib cannot serialize."""
-    t = type(obj)
-    if t is dict or t is list or t is tuple:
-        try:
-            plain = _plain(obj)
-        except RecursionError:          # circular (or very deep): the stdlib says which
-            plain = False
-    elif t is float:
-        a = abs(obj)
-        plain = 1e-4 <= a < _INF or a < 1e-9
-    else:
-        plain = t in _SCALARS
-    if plain:
-        try:
-            return _orjson_dumps(obj, option=_ORJSON_OPTIONS)
-        except TypeError:               # orjson.JSONEncodeError: big int, non-str key, surrogate, depth
-            pass
+    """Compact UTF-8 JSON, non-ASCII as is; TypeError / ValueError for what cannot be serialized."""
+    try:
+        return _orjson_dumps(obj, option=_ORJSON_OPTIONS)
+    except TypeError:   # orjson.JSONEncodeError: big int, non-str key, subclass, Decimal, surrogate, depth, cycle
+        pass
     return _stdlib_encode(obj).encode("utf-8")
 
 
