@@ -38,8 +38,8 @@
    child writing --state-aggregates small orders (1 order + 2 lines each) through
    AggregateRuntime + LmdbStateStore directly, reporting bytes/aggregate and RSS as it grows.
 
---baseline REF: also run (c), (d), (f) with the optimizable modules (OPTIMIZABLE below) taken
-  from git REF (the rest of the tree as it is now): before/after side by side, same binlog.
+--baseline REF: also run (c), (d), (f) with cdc_bridge/ as of git REF (the whole package; the
+  benchmark's own code stays as it is now): before/after side by side, same binlog.
 --profile: also run (c) under cProfile (for each code variant) and print the top 15 functions.
 Results: bench/results/run.json (or --json PATH), profiles and child logs next to it.
 """
@@ -82,13 +82,6 @@ from tests.integration.bridge_harness import (bridge_config, check_unique_and_ga
                                               write_orders_mapping)
 
 # The modules a performance change may touch (issue 9); --baseline swaps exactly these.
-OPTIMIZABLE = [
-    "cdc_bridge/aggregate/runtime.py",
-    "cdc_bridge/state/lmdb_store.py",
-    "cdc_bridge/aggregate/declarative.py",
-    "cdc_bridge/mapping/translate.py",
-    "cdc_bridge/sink/publisher.py",
-]
 
 CHILD = Path(__file__).resolve().parent / "child.py"
 
@@ -581,16 +574,16 @@ def print_profile(label: str, prof: dict[str, Any]) -> None:
 
 
 def baseline_tree(ref: str, work: Path) -> tuple[Path, list[str]]:
-    """The current cdc_bridge/ with the OPTIMIZABLE files as of git `ref`."""
+    """cdc_bridge/ as of git `ref`, whole (a change may span the pipeline, not only its hot modules)."""
     dst = work / "baseline-code"
-    shutil.copytree(ROOT / "cdc_bridge", dst / "cdc_bridge", ignore=shutil.ignore_patterns("__pycache__"))
-    replaced = []
-    for rel in OPTIMIZABLE:
-        old = subprocess.run(["git", "show", f"{ref}:{rel}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-        if old != (ROOT / rel).read_text():
-            (dst / rel).write_text(old)
-            replaced.append(rel)
-    return dst, replaced
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref, "cdc_bridge"], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
+    changed = subprocess.run(["git", "diff", "--name-only", ref, "--", "cdc_bridge"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    return dst, changed
 
 
 def delete_topics(names: list[str]) -> None:
@@ -696,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             code, replaced = baseline_tree(args.baseline, work)
             out["baseline_replaced"] = replaced
-            say(f"baseline = {args.baseline} for: {', '.join(replaced) or 'nothing (no changes)'}")
+            say(f"baseline = cdc_bridge/ as of {args.baseline} ({len(replaced)} files differ from now)")
             variants.insert(0, Variant("baseline", code, work, args.db, log_dir, run_id))
         if args.gc_experiment:
             variants.append(Variant("current+gc", None, work, args.db, log_dir, run_id, gc=[50_000, 20, 100]))

@@ -20,6 +20,7 @@ differ from json.dumps, JSON readers get the same values or better:
   not JSON and which many consumers reject; a MySQL/MariaDB column never holds them);
 - uuid.UUID and enum.Enum values (from a Python decider) are written as their string / value
   where json.dumps raised TypeError.
+One value orjson refuses sends the whole document to the stdlib (then NaN is NaN, a UUID a TypeError).
 
 loads: orjson for bytes without a run of 19+ digits (orjson reads integers outside
 [-2**63, 2**64) as floats, silently); anything orjson rejects (NaN / Infinity, which the stdlib
@@ -89,8 +90,8 @@ def stdlib_loads(raw: bytes) -> Any:
 
 # --------------------------------------------------------------------------- orjson path
 
-# subclasses of the built-ins (IntEnum, OrderedDict, str subclasses), datetimes and dataclasses are
-# handed back (TypeError) so the stdlib decides what they become, as it did before orjson
+# subclasses of the built-ins (OrderedDict, str subclasses; not Enums, which orjson writes as their value),
+# datetimes and dataclasses are handed back (TypeError) so the stdlib decides what they become, as before
 _ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
                    | orjson.OPT_PASSTHROUGH_DATACLASS)
 _orjson_dumps = orjson.dumps
