@@ -517,7 +517,12 @@ class Bridge:
         previous batch's Kafka commit is known); the main loop goes on applying on top of it.
         """
         assert self.publisher is not None and self.store is not None
+        was_open = batch is self._batch
         self._settle()
+        if was_open:
+            batch = self._batch   # an aborted predecessor's redo applied the open batch again, into a new Batch
+            if not batch:
+                return
         inflight = self._seal(batch, position, extra)
         if batch is self._batch:
             self._batch = Batch()
