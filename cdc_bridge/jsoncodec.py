@@ -96,12 +96,15 @@ _ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATE
                    | orjson.OPT_PASSTHROUGH_DATACLASS)
 _orjson_dumps = orjson.dumps
 _orjson_loads = orjson.loads
+_join = b"".join
 
 
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON, non-ASCII as is; TypeError / ValueError for what cannot be serialized."""
     try:
-        return _orjson_dumps(obj, option=_ORJSON_OPTIONS)
+        # an exact-size copy: orjson's own result keeps ~4 KB of heap each (its grow-then-shrink
+        # buffer leaves holes), and a batch holds thousands of them: +30 MB RSS for 0.08 us each
+        return _join((_orjson_dumps(obj, option=_ORJSON_OPTIONS), b""))
     except TypeError:   # orjson.JSONEncodeError: big int, non-str key, subclass, Decimal, surrogate, depth, cycle
         pass
     return _stdlib_encode(obj).encode("utf-8")
