@@ -64,7 +64,7 @@ class StopRequested(Exception):
 class RecoveryError(Exception):
     """Kafka's checkpoint and LMDB's state cannot be reconciled automatically."""
 
-    exit_code = 70
+    exit_code = 95   # the state's range (90-95); 70 is a fatal Kafka error
 
 
 @dataclass
@@ -478,7 +478,7 @@ class Bridge:
     def _apply(self, txn: SourceTransaction, batch: Batch) -> None:
         assert self.runtime is not None
         if txn.commands is not None:
-            commands, dead = txn.commands, []
+            commands, dead = txn.commands, list(txn.dead_letters or ())
         else:
             commands, dead = self.mappings.translate(txn)
         if commands:

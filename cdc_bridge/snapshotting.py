@@ -170,7 +170,6 @@ class SnapshotPhase:
         b = self.bridge
         assert b.store is not None
         commands, dead = b.mappings.translate(txn)
-        batch.dead_letters.extend(dead)
         seen = {(c.aggregate, c.aggregate_id, c.entity, c.entity_id) for c in commands}
         extra: list[Command] = []
         # A chunk reads children only for the roots it read, so children without a root command mean
@@ -203,7 +202,7 @@ class SnapshotPhase:
                             "before": dict(fields), "table": tables[name], "command_type": f"Remove{name}",
                             "index": len(commands) + len(extra)}))
         return SourceTransaction(gtid=txn.gtid, commit_ts=txn.commit_ts, position=txn.position, changes=txn.changes,
-                                 commands=commands + extra)
+                                 commands=commands + extra, dead_letters=dead)
 
     def _apply_orphans(self, batch: "Batch", changes: list[RowChange], view: SourcePosition, ts: float) -> None:
         self.bridge._apply(SourceTransaction(gtid=None, commit_ts=ts, position=view, changes=changes), batch)

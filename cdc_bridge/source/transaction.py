@@ -44,8 +44,11 @@ class SourceTransaction:
     commit_ts: float
     position: SourcePosition
     changes: list[RowChange] = field(default_factory=list)
-    # Commands already translated (a replay of the command log): the mapping stage is skipped.
+    # Commands already translated (a replay of the command log, a snapshot chunk): the mapping
+    # stage is skipped; dead_letters are the ones that translation produced (kept with the
+    # transaction so that applying it again, after a Kafka abort, publishes them again).
     commands: list[Any] | None = None
+    dead_letters: list[Any] | None = None
 
     @property
     def txn_id(self) -> str:
