@@ -72,3 +72,16 @@ def fresh_db(services):
 # the shared bridge harness (tests/integration/bridge_harness.py) is imported by module name
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
+
+
+@pytest.fixture
+def shop(fresh_db, tmp_path):
+    """fresh_db with the example schema and an orders mapping pointed at it: (admin conn, db, events topic)."""
+    import bridge_harness as h
+    from devenv.monolith import create_schema
+
+    conn = mariadb.admin_connect()
+    create_schema(conn, fresh_db)
+    topic = h.write_orders_mapping(tmp_path / "mappings", fresh_db)
+    yield conn, fresh_db, topic
+    conn.close()

@@ -5,20 +5,8 @@ from __future__ import annotations
 import shutil
 import time
 
-import pytest
-
-from devenv import mariadb
-from devenv.monolith import MonolithWriter, create_schema
+from devenv.monolith import MonolithWriter
 import bridge_harness as h
-
-
-@pytest.fixture
-def shop(fresh_db, tmp_path):
-    conn = mariadb.admin_connect()
-    create_schema(conn, fresh_db)
-    topic = h.write_orders_mapping(tmp_path / "mappings", fresh_db)
-    yield conn, fresh_db, topic
-    conn.close()
 
 
 def _sql(conn, *statements):

@@ -38,20 +38,11 @@ from cdc_bridge.sink.publisher import TransactionalPublisher
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.state.lmdb_store import LmdbStateStore
 from devenv import mariadb
-from devenv.monolith import MonolithWriter, create_schema
+from devenv.monolith import MonolithWriter
 
 WRITER_STEPS = 300
 WANTED_OPS = {"place_order", "lines_before_order", "late_order", "change_status", "change_line",
               "delete_line", "delete_order"}
-
-
-@pytest.fixture
-def shop(fresh_db, tmp_path):
-    conn = mariadb.admin_connect()
-    create_schema(conn, fresh_db)
-    topic = h.write_orders_mapping(tmp_path / "mappings", fresh_db)
-    yield conn, fresh_db, topic
-    conn.close()
 
 
 class AbortInjector:

@@ -24,18 +24,6 @@ def ref(p: int, since: float, aid: str, cid: str = "1") -> HeldRef:
     return HeldRef(p, since, "Order", aid, "lines", cid)
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-@pytest.fixture
-def store(path: Path):
-    s = LmdbStateStore(path, partitions=4, map_size=1 << 20)
-    yield s
-    s.close()
-
-
 def committed(store: LmdbStateStore, partition: int, aid: str) -> AggregateRecord | None:
     """What LMDB itself holds (a fresh read transaction, no batch caches)."""
     from cdc_bridge.jsoncodec import loads

@@ -25,18 +25,6 @@ def rec(aid: str, seq: int = 1, **state: object) -> AggregateRecord:
     return AggregateRecord("Order", aid, {"exists": True, **state}, sequence=seq, last_position=POS1, held_since=None)
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-@pytest.fixture
-def store(path: Path):
-    s = LmdbStateStore(path, partitions=4, map_size=1 << 20)
-    yield s
-    s.close()
-
-
 def test_fresh_store(store: LmdbStateStore) -> None:
     assert store.get(0, "Order", "1") is None
     assert store.applied_position() is None
