@@ -109,10 +109,13 @@ class CommandLogSource:
                         yield SourceTransaction(gtid=own_gtid, commit_ts=first.commit_ts, position=first.position,
                                                 changes=[], commands=cmds)
                         yielded = True
+                # caught up: read past the log's end at start, and every command from before that end
+                # yielded; newer commands still waiting for watermarks do not count (the log keeps growing)
+                if (not self.caught_up.is_set() and self._at(ends)
+                        and not any(off < ends[part] for _, _, part, off, _ in heap)):
+                    self.caught_up.set()
+                    log.info("rebuild caught up with the command log", topic=self.topic)
                 if not yielded:
-                    if not self.caught_up.is_set() and not heap and self._at(ends):
-                        self.caught_up.set()
-                        log.info("rebuild caught up with the command log", topic=self.topic)
                     yield None
         finally:
             c.close()
