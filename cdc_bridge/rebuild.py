@@ -98,27 +98,33 @@ class CommandLogSource:
                     low = min(marks.values())
                     while heap and heap[0][0] <= low:
                         key = heap[0][0]
-                        cmds = []
+                        entries = []
                         while heap and heap[0][0] == key:
-                            cmds.append(heapq.heappop(heap)[4])
+                            entries.append(heapq.heappop(heap))
+                        cmds = [e[4] for e in entries]
                         if key <= self.start.order_key:
                             continue
+                        if not self.caught_up.is_set() and all(off >= ends[part] for _, _, part, off, _ in entries):
+                            self._check_caught_up(ends, heap)   # before the first transaction logged after the start
                         first = cmds[0]
                         own_gtid = None if first.txn_id == f"{first.position.binlog_file}:{first.position.binlog_pos}" \
                             else first.txn_id
                         yield SourceTransaction(gtid=own_gtid, commit_ts=first.commit_ts, position=first.position,
                                                 changes=[], commands=cmds)
                         yielded = True
-                # caught up: read past the log's end at start, and every command from before that end
-                # yielded; newer commands still waiting for watermarks do not count (the log keeps growing)
-                if (not self.caught_up.is_set() and self._at(ends)
-                        and not any(off < ends[part] for _, _, part, off, _ in heap)):
-                    self.caught_up.set()
-                    log.info("rebuild caught up with the command log", topic=self.topic)
+                if not self.caught_up.is_set():
+                    self._check_caught_up(ends, heap)
                 if not yielded:
                     yield None
         finally:
             c.close()
+
+    def _check_caught_up(self, ends: dict[int, int], heap: list[tuple[Any, ...]]) -> None:
+        """Caught up: read past the log's end at start, and every command from before that end yielded;
+        newer commands still waiting for watermarks do not count (the log keeps growing)."""
+        if self._at(ends) and not any(off < ends[part] for _, _, part, off, _ in heap):
+            self.caught_up.set()
+            log.info("rebuild caught up with the command log", topic=self.topic)
 
     def _at(self, ends: dict[int, int]) -> bool:
         positions = self._consumer.position([TopicPartition(self.topic, p) for p in range(self.partitions)])

@@ -417,10 +417,6 @@ def test_steady_writes_backlog_read_in_small_fetches(monkeypatch, partitions, pe
     stop(src, it, consumer)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rebuild.py checks for 'caught up' once per consume() pass, after the pass has yielded every "
-    "transaction its watermarks allow: when the fetch that completes the start log also carries "
-    "newer transactions (likely under steady writes), those are yielded before caught_up is set"))
 @pytest.mark.parametrize("k", [0, 1, 4])
 def test_steady_writes_kth_and_newer_in_the_same_fetch(monkeypatch, k):
     """As above, but the writer's new transaction is already there at the first fetch (committed
