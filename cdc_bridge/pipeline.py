@@ -10,10 +10,12 @@ source transactions are re-applied to state without being published again.
 A crash before 3 aborts the Kafka transaction (init_transactions fences it), and
 the batch is read again from the binlog.
 
-Steps 2-4 of batch N run on a committer thread while the main thread applies batch
-N+1 on top of N's sealed (not yet written) state; the next batch is handed over only
-once N's Kafka commit is known. If Kafka aborts N, both N and the part of N+1 already
-applied are dropped from state and applied again, then N is published again.
+Steps 2-3 of batch N run on a committer thread while the main thread applies batch
+N+1 on top of N's sealed (not yet written) state, and step 4 on the state store's writer
+thread while N+1 is published; the next batch is handed over only once N's Kafka commit
+is known, and LMDB writes follow in order, at most one batch behind. If Kafka aborts N,
+both N and the part of N+1 already applied are dropped from state and applied again,
+then N is published again.
 """
 
 from __future__ import annotations
@@ -515,6 +517,7 @@ class Bridge:
         the snapshot phase keeps it at the stream start and passes its progress in `extra`.
         wait=False hands the batch to the committer thread and returns at once (after the
         previous batch's Kafka commit is known); the main loop goes on applying on top of it.
+        wait=True returns once the batch is in Kafka and in LMDB.
         """
         assert self.publisher is not None and self.store is not None
         was_open = batch is self._batch
@@ -523,6 +526,7 @@ class Bridge:
             batch = self._batch   # an aborted predecessor's redo applied the open batch again, into a new Batch
             if not batch:
                 return
+        self.store.wait_written(keep=1)   # at most one batch behind in LMDB while this one is published
         inflight = self._seal(batch, position, extra)
         if batch is self._batch:
             self._batch = Batch()
@@ -533,8 +537,9 @@ class Bridge:
             self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="committer")
         inflight.future = self._committer.submit(self._commit_batch, inflight)
         self._inflight = inflight
-        if wait:
+        if wait:   # committed in Kafka and written to LMDB (the snapshot's sweep reads LMDB next)
             self._settle()
+            self.store.wait_written(0)
 
     def _seal(self, batch: Batch, position: SourcePosition | None, extra: dict[str, Any] | None) -> _InFlight:
         """The batch's checkpoint, command-log records and state write set, fixed now."""
@@ -571,7 +576,8 @@ class Bridge:
         self._record_published(batch, result.commit_seconds)
         if self.on_batch_committed:
             self.on_batch_committed(batch)
-        self.store.write(inflight.sealed)
+        # on the store's writer thread: the next batch's Kafka transaction need not wait for this fsync
+        self.store.write_async(inflight.sealed)
         return result
 
     def _settle(self, block: bool = True) -> None:

@@ -30,6 +30,8 @@ import fcntl
 import hashlib
 import heapq
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
@@ -112,7 +114,7 @@ class _Sealed:
     write transaction puts (records already encoded, so later in-place changes cannot leak in).
     """
 
-    __slots__ = ("records", "held", "held_counts", "writes", "given_batch", "state", "batch")
+    __slots__ = ("records", "held", "held_counts", "writes", "given_batch", "state", "batch", "seq", "future")
 
     def __init__(self, records: dict[int, dict[bytes, Any]], held: dict[int, _HeldBatch],
                  held_counts: dict[int, int], writes: list[tuple[Any, bytes, bytes | None]],
@@ -122,17 +124,22 @@ class _Sealed:
         self.held_counts = held_counts
         self.writes = writes
         self.given_batch = given_batch
-        self.state: str | None = None   # None: not written yet; "written"; "full": LMDB map full, grow and redo
+        # None: not written yet; "written"; "deferred": not written by the writer thread (LMDB map full,
+        # or an earlier batch not written yet): release_written() writes it, growing the map if needed
+        self.state: str | None = None
         self.batch = 0
+        self.seq = 0                    # sealing order: batch n is written only right after n - 1
+        self.future: Future[None] | None = None   # write_async()'s
 
 
 class LmdbStateStore:
     """Aggregate records per partition, the held-children index and the applied position, in one LMDB env.
 
     Changes collect in the open batch; commit() writes them in ONE LMDB transaction. The pipeline
-    splits that in two: seal() fixes the batch (the next one is applied on top of it), write()
-    runs the LMDB transaction on another thread, release_written() (this thread) drops what is
-    written. Sealed batches are written in order, one at a time.
+    splits that up: seal() fixes the batch (the next one is applied on top of it), write_async()
+    runs its LMDB transaction on the store's writer thread (write() on the calling one), and
+    release_written() (the owning thread) drops what is written. Sealed batches are written in
+    sealing order, one at a time; wait_written() bounds how many may be pending.
     """
 
     def __init__(
@@ -158,6 +165,10 @@ class LmdbStateStore:
         self._held_counts: dict[int, int] = {}
         self._held_floor: dict[int, float] = {}  # per partition: lower bound of every held `since` (absent: unknown)
         self._sealed: list[_Sealed] = []   # oldest first
+        self._sealed_seq = 0               # seq of the newest sealed batch
+        self._written_seq = 0              # seq of the last batch written
+        self._write_lock = threading.Lock()   # one write transaction at a time; held while the map grows
+        self._writer: ThreadPoolExecutor | None = None
         self._closed = False
 
         if readonly:
@@ -488,16 +499,17 @@ class LmdbStateStore:
         number, so meta and checkpoint agree), else the previous one + 1. Returns it.
         Grows the map (x2) and retries when LMDB is full.
         """
-        self.release_written()
-        if self._sealed:
-            raise StateStoreError("commit() while a sealed batch is still being written; release_written() first")
+        if any(x.state is None and x.future is None for x in self._sealed):
+            raise StateStoreError("commit() while a sealed batch is still being written; write it first")
+        self.wait_written(0)
         layer = self.seal(position, extra_meta)
         self._end_read()
         try:
-            self.write(layer)
+            self._write_now(layer)
         except BaseException:
             # not written: the batch is open again, as if never sealed (the caller may roll it back)
             self._sealed.pop()
+            self._sealed_seq -= 1
             self._records, self._held, self._held_counts = layer.records, layer.held, layer.held_counts
             raise
         self.release_written()
@@ -524,49 +536,90 @@ class LmdbStateStore:
         writes.append((self._meta_db, b"applied_position", _dumps(position.to_dict())))
         writes.extend((self._meta_db, k.encode("utf-8"), _dumps(v)) for k, v in extra.items())
         layer = _Sealed(self._records, self._held, self._held_counts, writes, given_batch)
+        self._sealed_seq += 1
+        layer.seq = self._sealed_seq
         self._records, self._held, self._held_counts = {}, {}, {}
         self._sealed.append(layer)
         return layer
 
     def write(self, layer: _Sealed) -> None:
-        """The LMDB write transaction of a sealed batch. Any thread; touches no other state of the
-        store. A full map is left for release_written() (growing needs every reader of this thread gone)."""
-        try:
-            with self._env.begin(write=True) as txn:
-                if layer.given_batch is not None:
-                    batch = layer.given_batch
+        """The LMDB write transaction of a sealed batch, on the calling thread (any thread; it touches
+        no other state of the store). Only right after the batch sealed before it: out of order, or
+        with the map full, the batch is left "deferred" for release_written() (growing the map needs
+        every transaction of the process closed, which only the owning thread can arrange)."""
+        with self._write_lock:
+            if layer.state is not None:
+                return
+            if layer.seq != self._written_seq + 1:
+                layer.state = "deferred"
+                return
+            try:
+                self._write_txn(layer)
+            except lmdb.MapFullError:
+                layer.state = "deferred"
+
+    def write_async(self, layer: _Sealed) -> None:
+        """write() on the store's writer thread (one, so batches are written in the order handed in)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
+        layer.future = self._writer.submit(self.write, layer)
+
+    def _write_txn(self, layer: _Sealed) -> None:
+        with self._env.begin(write=True) as txn:
+            if layer.given_batch is not None:
+                batch = layer.given_batch
+            else:
+                raw = txn.get(b"batch", db=self._meta_db)
+                batch = (_loads(raw) if raw is not None else 0) + 1
+            for db, k, v in layer.writes:
+                if v is None:
+                    txn.delete(k, db=db)
                 else:
-                    raw = txn.get(b"batch", db=self._meta_db)
-                    batch = (_loads(raw) if raw is not None else 0) + 1
-                for db, k, v in layer.writes:
-                    if v is None:
-                        txn.delete(k, db=db)
-                    else:
-                        txn.put(k, v, db=db)
-                txn.put(b"batch", _dumps(batch), db=self._meta_db)
-            layer.batch = batch
-            layer.state = "written"
-        except lmdb.MapFullError:
-            layer.state = "full"
+                    txn.put(k, v, db=db)
+            txn.put(b"batch", _dumps(batch), db=self._meta_db)
+        layer.batch = batch
+        layer.state = "written"
+        self._written_seq = layer.seq
+
+    def _write_now(self, layer: _Sealed) -> None:
+        """Write a batch whose predecessors are written, on this (the owning) thread, growing the map
+        when full. The lock keeps the writer thread out of LMDB meanwhile, so growing is safe."""
+        with self._write_lock:
+            self._end_read()
+            while layer.state != "written":
+                try:
+                    self._write_txn(layer)
+                except lmdb.MapFullError:
+                    self._grow()
 
     def release_written(self) -> None:
-        """Drop the sealed batches that are written (oldest first); redo a write that found the map full."""
+        """Drop the sealed batches that are written (oldest first); write the deferred ones."""
         while self._sealed and self._sealed[0].state is not None:
             layer = self._sealed[0]
-            while layer.state == "full":
-                self._grow()
-                self.write(layer)
+            if layer.state == "deferred":
+                self._write_now(layer)
             self._sealed.pop(0)
             self._end_read()  # the next read sees what was just written
+
+    def wait_written(self, keep: int = 0) -> None:
+        """Wait until at most `keep` sealed batches are not written yet (oldest first), releasing them."""
+        while len(self._sealed) > keep:
+            head = self._sealed[0]
+            if head.state is None:
+                if head.future is None:
+                    raise StateStoreError("a sealed batch was never handed to write() or write_async()")
+                head.future.result()
+            self.release_written()
 
     def discard_sealed(self, layer: _Sealed) -> None:
         """Forget a sealed batch that will not be written (its Kafka transaction aborted). Only the newest,
         and only with nothing applied on top of it (rollback() first)."""
-        if not self._sealed or self._sealed[-1] is not layer or layer.state is not None:
+        if not self._sealed or self._sealed[-1] is not layer or layer.state is not None or layer.future is not None:
             raise StateStoreError("discard_sealed: only the newest sealed batch, before it is written")
         if self._records or self._held or self._held_counts:
             raise StateStoreError("discard_sealed: roll back the open batch first")
         self._sealed.pop()
+        self._sealed_seq -= 1
         self._held_floor.clear()
         self._end_read()
 
@@ -646,6 +699,20 @@ class LmdbStateStore:
         """Close the environment. An uncommitted batch is dropped."""
         if self._closed:
             return
+        # batches handed to the writer are finished (they are committed in Kafka); others are dropped
+        for layer in self._sealed:
+            if layer.future is not None:
+                try:
+                    layer.future.result()
+                except Exception as e:  # noqa: BLE001 - closing: report, do not mask the caller's error
+                    log.error("state_store_write_failed", path=str(self.path), error=str(e))
+        try:
+            self.release_written()
+        except Exception as e:  # noqa: BLE001
+            log.error("state_store_write_failed", path=str(self.path), error=str(e))
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         self._end_read()
         self._records.clear()
         self._held.clear()

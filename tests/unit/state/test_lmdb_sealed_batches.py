@@ -153,7 +153,7 @@ def test_a_full_map_found_by_the_writer_thread_is_grown_on_release(path: Path) -
             s.put(i % 2, rec(str(i), blob="x" * 2000))
         layer = s.seal(POS1)
         write_on_thread(s, layer)
-        assert layer.state == "full"            # nothing written, nothing grown on that thread
+        assert layer.state == "deferred"        # nothing written, nothing grown on that thread
         assert s.map_size == start
         s.release_written()
         assert layer.state == "written" and s.map_size >= start * 4
@@ -162,15 +162,15 @@ def test_a_full_map_found_by_the_writer_thread_is_grown_on_release(path: Path) -
 
 def test_a_failed_synchronous_commit_leaves_the_batch_open(store: LmdbStateStore) -> None:
     store.put(0, rec("1"))
-    real = store.write
+    real = store._write_txn
 
     def boom(layer) -> None:
         raise OSError("disk gone")
 
-    store.write = boom  # type: ignore[method-assign]
+    store._write_txn = boom  # type: ignore[method-assign]
     with pytest.raises(OSError):
         store.commit(POS1)
-    store.write = real  # type: ignore[method-assign]
+    store._write_txn = real  # type: ignore[method-assign]
     assert store.get(0, "Order", "1") == rec("1")   # still in the open batch
     assert store.commit(POS1) == 1
     assert store.stats()["entries"] == 1
@@ -187,3 +187,55 @@ def test_dirty_counts_sealed_and_open(store: LmdbStateStore) -> None:
     store.rollback()
     assert store.dirty == 0 and store.get(0, "Order", "1") == rec("1") and store.get(0, "Order", "2") is None
     assert store.commit(POS3) == 2
+
+
+def test_batches_are_written_in_sealing_order_on_the_writer_thread(store: LmdbStateStore) -> None:
+    store.put(0, rec("1", total="1.00"))
+    first = store.seal(POS1, {"batch": 1})
+    store.put(0, rec("1", seq=2, total="2.00"))
+    second = store.seal(POS2, {"batch": 2})
+    store.write(second)                       # out of order: deferred, nothing written
+    assert second.state == "deferred" and store.applied_position() is None
+    store.write_async(first)
+    store.wait_written(keep=0)                # first by the writer thread, then second on this thread
+    assert first.state == second.state == "written"
+    assert committed(store, 0, "1").state["total"] == "2.00"
+    assert store.applied_position() == POS2 and store.meta()["batch"] == 2
+
+
+def test_wait_written_keeps_the_newest_pending(store: LmdbStateStore) -> None:
+    store.put(0, rec("1"))
+    first = store.seal(POS1)
+    store.write_async(first)
+    store.put(0, rec("2"))
+    store.seal(POS2)                          # being published: not handed to a writer yet
+    store.wait_written(keep=1)
+    assert first.state == "written" and store.dirty == 1
+    with pytest.raises(StateStoreError, match="never handed"):
+        store.wait_written(keep=0)
+
+
+def test_a_full_map_on_the_writer_thread_defers_the_later_batches_too(path: Path) -> None:
+    with LmdbStateStore(path, partitions=2, map_size=64 * 1024) as s:
+        for i in range(400):
+            s.put(i % 2, rec(str(i), blob="x" * 2000))
+        big = s.seal(POS1)
+        s.put(0, rec("small"))
+        small = s.seal(POS2)
+        s.write_async(big)
+        s.write_async(small)
+        s.wait_written(keep=0)
+        assert big.state == small.state == "written"
+        assert s.stats()["entries"] == 401 and s.applied_position() == POS2
+
+
+def test_close_finishes_the_writes_handed_over(path: Path) -> None:
+    s = LmdbStateStore(path, partitions=4, map_size=1 << 20)
+    s.put(0, rec("1"))
+    s.write_async(s.seal(POS1))
+    s.put(0, rec("2"))
+    s.seal(POS2)                              # never handed over (its Kafka transaction did not commit)
+    s.close()
+    with LmdbStateStore(path, partitions=4) as again:
+        assert again.applied_position() == POS1
+        assert again.get(0, "Order", "1") is not None and again.get(0, "Order", "2") is None
