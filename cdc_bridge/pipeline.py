@@ -13,7 +13,7 @@ the batch is read again from the binlog.
 Steps 2-3 of batch N run on a committer thread while the main thread applies batch
 N+1 on top of N's sealed (not yet written) state, and step 4 on the state store's writer
 thread while N+1 is published; the next batch is handed over only once N's Kafka commit
-is known, and LMDB writes follow in order, at most one batch behind. If Kafka aborts N,
+is known, and LMDB writes follow in order, a bounded number of batches behind. If Kafka aborts N,
 both N and the part of N+1 already applied are dropped from state and applied again,
 then N is published again.
 """
@@ -57,6 +57,10 @@ log = structlog.get_logger(__name__)
 # Dead-letter reasons raised by the mapping stage or held-children bounds; every other
 # reason is an aggregate's rejection of a command.
 MAPPING_REASONS = frozenset({"coercion_failed", "null_key", "missing_column", "bad_row", "orphan"})
+
+# How far LMDB may lag Kafka while batches keep going (sealed batches held in memory until written).
+PENDING_LMDB_BATCHES = 16
+PENDING_LMDB_ENTRIES = 50_000
 
 
 class StopRequested(Exception):
@@ -526,7 +530,9 @@ class Bridge:
             batch = self._batch   # an aborted predecessor's redo applied the open batch again, into a new Batch
             if not batch:
                 return
-        self.store.wait_written(keep=1)   # at most one batch behind in LMDB while this one is published
+        # LMDB may fall a few batches behind Kafka (a slow fsync must not hold up the next Kafka
+        # transaction), bounded so that the sealed batches waiting for it stay small in memory
+        self.store.bound_pending(PENDING_LMDB_BATCHES, PENDING_LMDB_ENTRIES)
         inflight = self._seal(batch, position, extra)
         if batch is self._batch:
             self._batch = Batch()

@@ -601,6 +601,16 @@ class LmdbStateStore:
             self._sealed.pop(0)
             self._end_read()  # the next read sees what was just written
 
+    def bound_pending(self, max_batches: int, max_entries: int) -> None:
+        """Wait for the oldest pending writes until at most max_batches sealed batches and max_entries
+        records + index entries wait for LMDB (memory), and release what is written."""
+        self.release_written()
+        while self._sealed and (len(self._sealed) > max_batches or self._pending_entries() > max_entries):
+            self.wait_written(len(self._sealed) - 1)
+
+    def _pending_entries(self) -> int:
+        return sum(len(x.writes) for x in self._sealed)
+
     def wait_written(self, keep: int = 0) -> None:
         """Wait until at most `keep` sealed batches are not written yet (oldest first), releasing them."""
         while len(self._sealed) > keep:

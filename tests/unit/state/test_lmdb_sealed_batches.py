@@ -239,3 +239,16 @@ def test_close_finishes_the_writes_handed_over(path: Path) -> None:
     with LmdbStateStore(path, partitions=4) as again:
         assert again.applied_position() == POS1
         assert again.get(0, "Order", "1") is not None and again.get(0, "Order", "2") is None
+
+
+def test_bound_pending_waits_for_the_oldest_writes(store: LmdbStateStore) -> None:
+    layers = []
+    for i in range(5):
+        store.put(0, rec(str(i)))
+        layer = store.seal(SourcePosition(f"0-1-{20 + i}", "mysql-bin.000001", 5000 + i))
+        layers.append(layer)
+        store.write_async(layer)
+    store.bound_pending(max_batches=2, max_entries=10_000)
+    assert all(x.state == "written" for x in layers[:3]) and store.dirty <= 2
+    store.bound_pending(max_batches=16, max_entries=0)     # entries bound: everything written
+    assert store.dirty == 0 and store.applied_position().binlog_pos == 5004
