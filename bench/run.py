@@ -24,8 +24,8 @@
 3. (d) latency: the bridge of (c) is restarted (recovers from its checkpoint) and the writer
    paces itself at --latency-rate rows/s (--latency-batch orders/lines per transaction): 2 s of
    warm-up, then --latency-seconds measured. Per source transaction:
-     commit latency  = Bridge.on_batch_committed wall time (after the Kafka commit and the
-                       LMDB commit of the batch holding it) - writer's wall time right after
+     commit latency  = Bridge.on_batch_committed wall time (right after the Kafka commit of
+                       the batch holding it; LMDB follows on its writer thread) - writer's wall time right after
                        its COMMIT returned (matched by GTID: the writer reads @@last_gtid)
      visible latency = arrival at a read_committed consumer of the transaction's last event
                        (matched by the envelope's source.gtid) - the same writer time
@@ -467,21 +467,23 @@ def state_size(variant: Variant, work: Path, aggregates: int, tag: str) -> dict[
 # --------------------------------------------------------------------------- profile
 
 
-STAGES = [  # (label, file suffix, function): cumulative time in the bridge's main loop
-    ("source: BinlogSource (read+decode)", "source/binlog.py", "_stream"),
+STAGES = [  # (label, file suffix, function): cumulative time in the bridge's threads
+    ("source: BinlogSource (read+decode; 0 with the reader process)", "source/binlog.py", "_stream"),
     ("  decode rows", "source/binlog.py", "_decode_rows"),
+    ("source: ProcessSource (pipe + unpickle)", "source/process.py", "transactions"),
     ("mapping: translate", "mapping/loader.py", "translate"),
     ("aggregates: runtime.apply", "aggregate/runtime.py", "apply"),
     ("  decide", "aggregate/declarative.py", "decide"),
     ("  LMDB reads (store.get)", "state/lmdb_store.py", "get"),
     ("pipeline: _count_source", "cdc_bridge/pipeline.py", "_count_source"),
     ("pipeline: readiness()", "cdc_bridge/pipeline.py", "readiness"),
-    ("pipeline: _flush (publish + LMDB commit)", "cdc_bridge/pipeline.py", "_flush"),
-    ("  publisher: _serialize", "sink/publisher.py", "_serialize"),
-    ("  publisher: _produce_all", "sink/publisher.py", "_produce_all"),
-    ("  publisher: _commit (Kafka)", "sink/publisher.py", "_commit"),
-    ("  LMDB commit", "state/lmdb_store.py", "commit"),
-    ("  pipeline: _record_commit (metrics)", "cdc_bridge/pipeline.py", "_record_commit"),
+    ("pipeline: _flush (seal + hand over; waits for the batch before)", "cdc_bridge/pipeline.py", "_flush"),
+    ("  LMDB seal (state -> JSON)", "state/lmdb_store.py", "seal"),
+    ("committer: publisher._serialize", "sink/publisher.py", "_serialize"),
+    ("committer: publisher._produce_all", "sink/publisher.py", "_produce_all"),
+    ("committer: publisher._commit (Kafka)", "sink/publisher.py", "_commit"),
+    ("committer: metrics", "cdc_bridge/pipeline.py", "_record_published"),
+    ("writer: LMDB write", "state/lmdb_store.py", "write"),
 ]
 
 
