@@ -117,8 +117,27 @@ class BridgeChild:
         t.start()
         t.join(timeout)
         if not result or not result[0]:
+            self._dump_stacks()
             raise RuntimeError(f"bridge child said nothing in {timeout}s (exit {self.proc.poll()}); see {self.log_path}")
         return result[0].strip()
+
+    def _dump_stacks(self) -> None:
+        """A stalled child: every thread's stack of it and of its reader process, into its log (py-spy)."""
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists() or self.proc.poll() is not None:
+            return
+        pids = [self.proc.pid]
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            pids += [int(c) for c in children]
+        except OSError:
+            pass
+        with open(self.log_path, "a") as log_file:
+            for pid in pids:
+                log_file.write(f"\n==== py-spy dump --pid {pid} (stalled)\n")
+                log_file.flush()
+                subprocess.run([str(spy), "dump", "--pid", str(pid)], stdout=log_file, stderr=subprocess.STDOUT,
+                               timeout=60, check=False)
 
     def ready(self, timeout: float = 120) -> float:
         line = self._line(timeout)
@@ -128,7 +147,7 @@ class BridgeChild:
             raise RuntimeError(f"bridge child failed to start ({error or line!r}); see {self.log_path}")
         return float(line.split()[1])
 
-    def until(self, pos: SourcePosition, timeout: float = 1800) -> float:
+    def until(self, pos: SourcePosition, timeout: float = 900) -> float:
         self.proc.stdin.write(f"until {json.dumps(pos.to_dict())}\n")
         self.proc.stdin.flush()
         line = self._line(timeout)
