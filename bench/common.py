@@ -30,7 +30,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from cdc_bridge.source import BinlogSource, SourcePosition, SourceSettings  # noqa: E402
 from cdc_bridge.source.gtid import parse_mariadb_gtid_list  # noqa: E402
-from devenv.monolith import TRANSITIONS, MonolithWriter, create_schema  # noqa: E402
+from devenv.monolith import TRANSITIONS, MonolithWriter, create_schema, pick_step  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -148,6 +148,14 @@ class TxnRecord:
     gtid: str | None
     committed_at: float      # time.time() right after COMMIT returned
     rows: int
+
+
+# MonolithWriter's actions -> BatchedMonolith's batched versions
+_BATCHED = {
+    "place_order": "place_orders", "lines_before_order": "lines_before_orders", "late_order": "late_orders",
+    "change_status": "change_status", "touch_unmapped": "touch_unmapped", "change_line": "change_lines",
+    "delete_line": "delete_lines", "delete_order": "delete_orders", "soft_delete_order": "soft_delete_orders",
+}
 
 
 @dataclass
@@ -302,26 +310,8 @@ class BatchedMonolith(MonolithWriter):
 
     def step(self) -> str:
         """One batched monolith action (MonolithWriter.step's weights); returns its name."""
-        r = self.rng.random()
-        if r < 0.30:
-            op, fn = "place_order", self.place_orders
-        elif r < 0.38:
-            op, fn = "lines_before_order", self.lines_before_orders
-        elif r < 0.46:
-            op, fn = "late_order", self.late_orders
-        elif r < 0.64:
-            op, fn = "change_status", self.change_status
-        elif r < 0.72:
-            op, fn = "touch_unmapped", self.touch_unmapped
-        elif r < 0.82:
-            op, fn = "change_line", self.change_lines
-        elif r < 0.89:
-            op, fn = "delete_line", self.delete_lines
-        elif r < 0.95:
-            op, fn = "delete_order", self.delete_orders
-        else:
-            op, fn = "soft_delete_order", self.soft_delete_orders
-        fn()
+        op = pick_step(self.rng)
+        getattr(self, _BATCHED[op])()
         self.counts[op] = self.counts.get(op, 0) + 1
         return op
 

@@ -601,7 +601,6 @@ class Bridge:
             self._redo(inflight, e)
         assert self.store is not None
         self.store.release_written()
-        self._record_state()
 
     def _redo(self, inflight: _InFlight, error: BatchAbortedError) -> None:
         """Kafka aborted the transaction: nothing of the batch is visible. Drop its state (and what the

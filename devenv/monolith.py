@@ -35,6 +35,23 @@ def create_schema(conn: pymysql.connections.Connection, schema: str) -> None:
             cur.execute(stmt)
 
 
+# The monolith's mix of actions, as (cumulative probability, action); bench/common.py batches the same mix.
+STEP_MIX = (
+    (0.30, "place_order"), (0.38, "lines_before_order"), (0.46, "late_order"), (0.64, "change_status"),
+    (0.72, "touch_unmapped"), (0.82, "change_line"), (0.89, "delete_line"), (0.95, "delete_order"),
+    (1.00, "soft_delete_order"),
+)
+
+
+def pick_step(rng: random.Random) -> str:
+    """One action of STEP_MIX (one rng.random() draw)."""
+    r = rng.random()
+    for bound, op in STEP_MIX:
+        if r < bound:
+            return op
+    return STEP_MIX[-1][1]
+
+
 @dataclass
 class MonolithWriter:
     conn: pymysql.connections.Connection
@@ -170,24 +187,7 @@ class MonolithWriter:
 
     def step(self) -> str:
         """One random monolith action; returns its name."""
-        r = self.rng.random()
-        if r < 0.30:
-            op, _ = "place_order", self.place_order()
-        elif r < 0.38:
-            op, _ = "lines_before_order", self.lines_before_order()
-        elif r < 0.46:
-            op, _ = "late_order", self.late_order()
-        elif r < 0.64:
-            op, _ = "change_status", self.change_status()
-        elif r < 0.72:
-            op, _ = "touch_unmapped", self.touch_unmapped()
-        elif r < 0.82:
-            op, _ = "change_line", self.change_line()
-        elif r < 0.89:
-            op, _ = "delete_line", self.delete_line()
-        elif r < 0.95:
-            op, _ = "delete_order", self.delete_order()
-        else:
-            op, _ = "soft_delete_order", self.soft_delete_order()
+        op = pick_step(self.rng)
+        getattr(self, op)()
         self.counts[op] = self.counts.get(op, 0) + 1
         return op

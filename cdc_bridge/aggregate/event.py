@@ -56,7 +56,8 @@ class DomainEvent:
     def event_id(self) -> str:
         return f"{self.aggregate}:{self.aggregate_id}:{self.sequence}"
 
-    def envelope(self) -> dict[str, Any]:
+    def envelope(self, occurred_at: str | None = None) -> dict[str, Any]:
+        """occurred_at: rfc3339(self.occurred_at) when the caller has it already (one per source transaction)."""
         return {
             "event_id": self.event_id,
             "event_type": self.event_type,
@@ -64,7 +65,7 @@ class DomainEvent:
             "aggregate_id": self.aggregate_id,
             "sequence": self.sequence,
             "schema_version": self.schema_version,
-            "occurred_at": rfc3339(self.occurred_at),
+            "occurred_at": occurred_at if occurred_at is not None else rfc3339(self.occurred_at),
             "source": self.source,
             "data": self.data,
         }

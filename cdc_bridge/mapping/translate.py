@@ -437,14 +437,8 @@ class TableTranslator:
                 self._emit(op, row, index, ctx, out)
 
     def _emit(self, op: str, row: dict[str, Any], index: int, ctx: tuple, out: list[Command]) -> None:
-        # _command + _build inlined: this is the path of (almost) every insert and delete
         agg_id, ent_id = self.keys(row)
-        payload = self.payload(row, agg_id)
-        position, txn_id, commit_ts = ctx
-        out.append(_make_command(
-            command_type=self.ctype[op], aggregate=self.aggregate, aggregate_id=agg_id, entity=self.entity,
-            entity_id=ent_id, operation=op, payload=payload, before=payload if op == "delete" else None,
-            table=self.table, position=position, txn_id=txn_id, commit_ts=commit_ts, index=index))
+        out.append(self._command(op, row, index, ctx, agg_id, ent_id))
 
     def _command(self, op: str, row: dict[str, Any], index: int, ctx: tuple, agg_id: str, ent_id: str) -> Command:
         payload = self.payload(row, agg_id)

@@ -242,19 +242,14 @@ class TransactionalPublisher:
         tombstones = 0
         occurred: dict[float, str] = {}   # rfc3339(occurred_at): one per source transaction, not per event
         for ev in events:
-            exact = type(ev) is DomainEvent
-            event_id = f"{ev.aggregate}:{ev.aggregate_id}:{ev.sequence}" if exact else ev.event_id
+            event_id = ev.event_id
             try:
-                if exact:
-                    # DomainEvent.envelope(), inlined: the event id once, the timestamp formatted once per value
+                if type(ev) is DomainEvent:   # the timestamp formatted once per value
                     ts = ev.occurred_at
                     at = occurred.get(ts)
                     if at is None:
                         at = occurred[ts] = rfc3339(ts)
-                    envelope = {"event_id": event_id, "event_type": ev.event_type, "aggregate": ev.aggregate,
-                                "aggregate_id": ev.aggregate_id, "sequence": ev.sequence,
-                                "schema_version": ev.schema_version, "occurred_at": at, "source": ev.source,
-                                "data": ev.data}
+                    envelope = ev.envelope(at)
                 else:   # a subclass may shape its own envelope
                     envelope = ev.envelope()
                 value = dumps(envelope)

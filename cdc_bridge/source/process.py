@@ -39,7 +39,7 @@ from cdc_bridge.source.transaction import SourceTransaction
 log = structlog.get_logger("cdc_bridge.source.process")
 
 # message kinds, child -> parent
-_TXN, _IDLE, _RECONNECT, _ERROR, _END, _READY = b"t", b"i", b"r", b"e", b"x", b"s"
+_TXN, _IDLE, _RECONNECT, _ERROR, _END = b"t", b"i", b"r", b"e", b"x"
 _TICK_SECONDS = 0.2      # the parent yields an idle tick when nothing arrived for this long
 _STOP_GRACE_SECONDS = 5.0
 
@@ -147,7 +147,6 @@ class ProcessSource:
                     raise _rebuild_error(loads(raw[1:]))
                 elif kind == _END:
                     break
-                # _READY and unknown kinds: nothing to do
         finally:
             self._shutdown()
 

@@ -216,3 +216,15 @@ def comparable(state: dict[str, dict]) -> dict[str, dict]:
     return {a: {"fields": {k: norm(v) for k, v in s["fields"].items() if k in keys},
                 "lines": {l: {k: norm(v) for k, v in f.items() if k in line_keys} for l, f in s["lines"].items()}}
             for a, s in state.items()}
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """predicate()'s first truthy value within timeout seconds, else AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -84,15 +84,6 @@ def _log_count(path, marker: str) -> int:
     return path.read_text(errors="replace").count(marker) if path.exists() else 0
 
 
-def _wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_sigkill_broker_and_database_restarts_exactly_once(fresh_db, tmp_path):
     db = fresh_db
     conn = mariadb.admin_connect()
@@ -107,7 +98,7 @@ def test_sigkill_broker_and_database_restarts_exactly_once(fresh_db, tmp_path):
     kills = open_txn_kills = 0
 
     proc = h.start_bridge_process(cfg_path, log)
-    _wait_for(lambda: _log_count(log, "bridge starting") >= 1, 60, "the bridge to start")
+    h.wait_for(lambda: _log_count(log, "bridge starting") >= 1, 60, "the bridge to start")
     time.sleep(2)
     with Workload(db, seed=99) as work:
         for round_ in range(KILLS):
@@ -120,7 +111,7 @@ def test_sigkill_broker_and_database_restarts_exactly_once(fresh_db, tmp_path):
                     proc = h.start_bridge_process(cfg_path, log)
                 finally:
                     del os.environ["CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS"]
-                _wait_for(lambda: _log_count(log, marker) > before, 60, "an open Kafka transaction")
+                h.wait_for(lambda: _log_count(log, marker) > before, 60, "an open Kafka transaction")
                 time.sleep(0.3)
                 _kill(proc)
                 open_txn_kills += 1
@@ -138,8 +129,8 @@ def test_sigkill_broker_and_database_restarts_exactly_once(fresh_db, tmp_path):
             kills += 1
             proc = h.start_bridge_process(cfg_path, log)
             if round_ == 5:
-                _wait_for(work.big_done.is_set, 120, "the big transaction")
-        _wait_for(work.big_done.is_set, 120, "the big transaction")
+                h.wait_for(work.big_done.is_set, 120, "the big transaction")
+        h.wait_for(work.big_done.is_set, 120, "the big transaction")
         time.sleep(1)
     steps = work.steps
 
@@ -153,7 +144,7 @@ def test_sigkill_broker_and_database_restarts_exactly_once(fresh_db, tmp_path):
         ck = read_checkpoint(settings, f"{cfg['name']}.checkpoints", cfg["name"], timeout=10)
         return ck is not None and checkpoint_position(ck).order_key >= target.order_key
 
-    _wait_for(caught_up, 180, "the bridge to catch up")
+    h.wait_for(caught_up, 180, "the bridge to catch up")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0, log.read_text()[-4000:]
 

@@ -87,15 +87,6 @@ class Writer:
         return self.steps
 
 
-def _wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _log(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
@@ -135,7 +126,7 @@ def _wait_caught_up(proc: subprocess.Popen, log: Path, name: str, conn, what: st
         pos = _checkpoint(name)
         return pos is not None and pos.order_key >= target.order_key
 
-    _wait_for(done, 60, f"{what} to reach {target}")
+    h.wait_for(done, 60, f"{what} to reach {target}")
 
 
 def _end_offsets(topic: str) -> dict[int, int]:
@@ -187,9 +178,9 @@ def test_handover_to_the_rebuilt_version_continues_live_exactly_once(shop, tmp_p
         # version 1, with the command log, while the monolith writes
         old = _cli("run", "--config", str(cfg_path), log=old_log)
         procs.append(old)
-        _wait_for(lambda: "snapshot finished" in _log(old_log), 60, "the bridge to start")
+        h.wait_for(lambda: "snapshot finished" in _log(old_log), 60, "the bridge to start")
         writer = Writer(db).start()
-        _wait_for(lambda: writer.steps >= 120, 30, "the writer")
+        h.wait_for(lambda: writer.steps >= 120, 30, "the writer")
 
         # 1. new rules in a copy of the mappings; 2. the rebuild next to the running bridge
         new_maps = tmp_path / "new-mappings"
@@ -198,7 +189,7 @@ def test_handover_to_the_rebuilt_version_continues_live_exactly_once(shop, tmp_p
         procs.append(rb)
         # while the bridge keeps writing the log (the writer does not pause): the history so far replays in
         # about a second; a rebuild that waits for a quiet log to say so is the bug this timeout catches
-        _wait_for(lambda: "rebuild caught up with the command log" in _log(rb_log), 15,
+        h.wait_for(lambda: "rebuild caught up with the command log" in _log(rb_log), 15,
                   "the rebuild to report caught up while the bridge writes")
         _alive(old, old_log, "the version 1 bridge")
         time.sleep(1)
@@ -232,7 +223,7 @@ def test_handover_to_the_rebuilt_version_continues_live_exactly_once(shop, tmp_p
         def start_v2(starts: int) -> subprocess.Popen:
             p = _cli("run", "--config", str(cfg_v2_path), log=new_log)
             procs.append(p)
-            _wait_for(lambda: _log(new_log).count("state and checkpoint agree") + _log(new_log).count(
+            h.wait_for(lambda: _log(new_log).count("state and checkpoint agree") + _log(new_log).count(
                 "LMDB is behind the Kafka checkpoint") >= starts or p.poll() is not None, 60, "the v2 bridge to start")
             _alive(p, new_log, "the v2 bridge")
             return p

@@ -29,6 +29,7 @@ import pytest
 from cdc_bridge.source import (BinlogSource, PositionPurgedError, ServerIdConflictError, SourceError,
                                SourcePosition, SourceSettings, SourceTransaction)
 from cdc_bridge.source.preflight import current_position
+from bridge_harness import wait_for
 from cdc_bridge.source.process import ProcessSource, ReaderProcessError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,17 +83,6 @@ def alive(pid: int) -> bool:
 def gone_from_proc(pid: int) -> bool:
     """Not even a zombie left: the parent reaped it."""
     return not os.path.exists(f"/proc/{pid}")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def tcp_local_ports(pid: int, remote_port: int) -> set[int]:
