@@ -92,6 +92,7 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
 
     bridge.on_batch_committed = on_batch_committed
     times: dict[str, float] = {}
+    threads: dict[str, str] = {}   # native thread id -> Python thread name (for the CPU breakdown)
 
     diag: list[tuple] = []   # per Kafka transaction: wall time, produce s, Kafka commit s, publish total s
     lmdb_commits: list[tuple[float, float]] = []   # (wall time at the end, seconds) per LMDB commit
@@ -138,6 +139,7 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
                     state["target"] = key
                     while state["reached_at"] is None and not state["finished"]:
                         lock.wait(0.2)
+                threads.update({str(t.native_id): t.name for t in threading.enumerate()})
                 _say(f"reached {state['reached_at']}")
             elif cmd == "stop":
                 break
@@ -191,6 +193,7 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
         "publish_diag": diag,
         "lmdb_commits": lmdb_commits,
         "lmdb": lmdb,
+        "threads": threads,
     }
     result_path.write_text(json.dumps(result))
     _say("done")

@@ -377,6 +377,35 @@ def descendant_pids(pid: int) -> list[int]:
     return out
 
 
+def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
+    """CPU seconds (user + system) per thread of `pid` and of its descendants: {"pid/tid": (comm, seconds)}."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, tuple[str, float]] = {}
+    for p in [pid, *descendant_pids(pid)]:
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            out[f"{p}/{tid}"] = (comm, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far (/proc/stat: everything but idle and iowait)."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(vals[:8]) - vals[3] - vals[4]   # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def _cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

@@ -72,8 +72,8 @@ if str(ROOT) not in sys.path:
 import structlog  # noqa: E402
 import yaml  # noqa: E402
 
-from bench.common import (RESULTS, BatchedMonolith, connect, drop_database, fresh_orders_database, mib,  # noqa: E402
-                          run_plain, run_source)
+from bench.common import (RESULTS, BatchedMonolith, connect, drop_database, fresh_orders_database,  # noqa: E402
+                          machine_cpu_seconds, mib, run_plain, run_source, thread_cpu)
 from cdc_bridge.config import BatchSettings, BridgeConfig, HeldSettings, StateSettings  # noqa: E402
 from cdc_bridge.source import SourcePosition, SourceSettings  # noqa: E402
 from cdc_bridge.source.preflight import current_position  # noqa: E402
@@ -229,11 +229,13 @@ def throughput(variant: Variant, work: Path, start: SourcePosition, end: SourceP
     try:
         t_stream = child.ready()
         cpu.start()
+        threads0, machine0 = thread_cpu(child.proc.pid), machine_cpu_seconds()
         if sample_to is not None:
             spy = subprocess.Popen([str(PY_SPY), "record", "--pid", str(child.proc.pid), "--rate", "250",
                                     "--format", "raw", "--nonblocking", "--idle", "-o", str(sample_to)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t_end = child.until(end)
+        threads1, machine1 = thread_cpu(child.proc.pid), machine_cpu_seconds()
         cpu.stop()
         result = child.stop()
     finally:
@@ -247,7 +249,9 @@ def throughput(variant: Variant, work: Path, start: SourcePosition, end: SourceP
     rows = sum(b[2] for b in batches)
     seconds = t_end - t_stream
     mem = result["memory"]
+    cpu_us = cpu_per_row(threads0, threads1, machine1 - machine0, result.get("threads") or {}, child.proc.pid, rows)
     return {
+        "cpu_us_per_row": cpu_us,
         "rows": rows, "seconds": round(seconds, 3), "rows_per_s": round(rows / seconds),
         "transactions": sum(b[1] for b in batches), "events": sum(b[3] for b in batches),
         "dead_letters": sum(b[4] for b in batches), "kafka_transactions": len(batches),
@@ -260,6 +264,28 @@ def throughput(variant: Variant, work: Path, start: SourcePosition, end: SourceP
                     "steal_pct_max": max((x["steal"] for x in cpu.series), default=0),
                     "idle_pct_mean": round(statistics.fmean([x["idle"] for x in cpu.series]), 1) if cpu.series else None},
     }
+
+
+def cpu_per_row(before: dict, after: dict, machine_s: float, names: dict[str, str], bridge_pid: int,
+                rows: int) -> dict[str, float]:
+    """CPU µs per row during (c), by thread: the bridge's Python threads by name, librdkafka's
+    (rdk:*), the reader process, and the rest of the machine (broker, MariaDB, the bench itself)."""
+    out: dict[str, float] = {}
+    for key, (comm, secs) in after.items():
+        pid, tid = key.split("/")
+        spent = secs - before.get(key, (comm, 0.0))[1]
+        if int(pid) != bridge_pid:
+            label = "reader process"
+        elif comm.startswith("rdk:"):
+            label = "librdkafka threads"
+        else:
+            label = names.get(tid, "other bridge threads")
+            label = "main" if label == "MainThread" else label
+        out[label] = out.get(label, 0.0) + spent
+    bridge_total = sum(out.values())
+    out["rest of the machine"] = max(0.0, machine_s - bridge_total)
+    out["machine total"] = machine_s
+    return {k: round(v * 1e6 / rows, 1) for k, v in out.items() if v * 1e6 / rows >= 0.05 or k == "machine total"}
 
 
 def verify(variant: Variant, conn_settings: dict, expected_events: int) -> dict[str, Any]:
@@ -726,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['dead_letters']:,} dead letters, {r['kafka_transactions']} Kafka txns)")
             say(f"    machine during (c): iowait max {r['machine']['iowait_pct_max']}%, steal max "
                 f"{r['machine']['steal_pct_max']}%, idle mean {r['machine']['idle_pct_mean']}%")
+            say("    CPU µs per row during (c): " + ", ".join(f"{k} {v}" for k, v in r["cpu_us_per_row"].items()))
             procs = r.get("rss_processes") or []
             say(f"(e) peak RSS, bridge + reader process [{v.label}]: {mib(r['peak_rss_bytes'])} = sum of VmHWM over "
                 f"{len(procs)} process(es) ({' + '.join(mib(p['vm_hwm_bytes']) for p in procs)}); anon, peak of "
