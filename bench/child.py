@@ -56,6 +56,13 @@ def _say(line: str) -> None:
 # --------------------------------------------------------------------------- bridge
 
 
+def _rows(txn: Any) -> int:
+    """Row changes of a source transaction; translated in the reader process they are only counted
+    (row_counts); a --baseline tree may predate that field."""
+    counts = getattr(txn, "row_counts", None)
+    return sum(counts.values()) if counts else len(txn.changes)
+
+
 def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
     import cdc_bridge
     from bench.common import MemorySampler, proc_status
@@ -80,7 +87,7 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
 
     def on_batch_committed(batch: Any) -> None:
         wall, perf = time.time(), time.perf_counter()
-        batches.append((wall, len(batch.txns), sum(len(t.changes) for t in batch.txns), len(batch.events),
+        batches.append((wall, len(batch.txns), sum(_rows(t) for t in batch.txns), len(batch.events),
                         len(batch.dead_letters)))
         if record_txns:
             txn_commits.extend((t.gtid, wall) for t in batch.txns if t.gtid)

@@ -109,7 +109,9 @@ class BridgeChild:
         self.log_path = variant.log_dir / f"{tag}.log"
         self.proc = subprocess.Popen([sys.executable, str(CHILD), "bridge", str(spec_path), str(self.result_path)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=open(self.log_path, "w"), text=True, cwd=ROOT)
+                                     # not cwd=ROOT: a reader process started with `python -m` would import
+                                     # cdc_bridge from the working directory, not from the variant's tree
+                                     stderr=open(self.log_path, "w"), text=True, cwd=self.dir)
 
     def _line(self, timeout: float) -> str:
         result: list[str] = []

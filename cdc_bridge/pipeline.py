@@ -408,7 +408,7 @@ class Bridge:
         tables = self.mappings.tables_and_columns()
         if self.config.source.reader == "process":
             src: Any = ProcessSource(self.config.source, tables, start, from_earliest=start is None,
-                                     log_level=self.config.log_level)
+                                     log_level=self.config.log_level, mappings=self.mappings)
         else:
             src = BinlogSource(self.config.source, tables=tables, start=start, from_earliest=start is None)
         src.on_reconnect = lambda reason: self.metrics.reconnects.labels("source", reason).inc()
@@ -475,10 +475,7 @@ class Bridge:
         m.source_transactions.inc()
         self.lag_seconds = max(0.0, now - txn.commit_ts)
         m.lag_seconds.set(self.lag_seconds)
-        counts: dict[str, int] = {}
-        for ch in txn.changes:
-            counts[ch.table] = counts.get(ch.table, 0) + 1
-        for table, n in counts.items():
+        for table, n in txn.rows_by_table().items():
             m.source_rows.labels(table).inc(n)
 
     def _apply(self, txn: SourceTransaction, batch: Batch) -> None:
@@ -638,7 +635,7 @@ class Bridge:
         m.batches.inc()
         m.kafka_commit_seconds.observe(commit_seconds)
         for t in batch.txns:
-            if t.changes:
+            if t.changes or t.row_counts:
                 m.end_to_end_seconds.observe(max(0.0, now - t.commit_ts))
         counts: dict[tuple[str, str], int] = {}
         for ev in batch.events:

@@ -523,6 +523,7 @@ class MappingSet:
                 self.by_table[child.table] = (agg, child, child.name)
         self.files: dict[str, str] = dict(files or {})          # aggregate name -> file
         self._lines: dict[str, dict[Loc, int]] = dict(lines or {})
+        self.drop_unchanged_updates = drop_unchanged_updates
         self._translator = Translator(self.aggregates, drop_unchanged_updates=drop_unchanged_updates)
 
     def aggregate(self, name: str) -> AggregateMapping:

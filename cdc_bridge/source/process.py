@@ -31,6 +31,7 @@ from typing import Any
 
 import structlog
 
+from cdc_bridge.mapping.translate import command_to_wire, commands_from_wire
 from cdc_bridge.source.errors import SourceError
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.settings import SourceSettings
@@ -39,7 +40,8 @@ from cdc_bridge.source.transaction import SourceTransaction
 log = structlog.get_logger("cdc_bridge.source.process")
 
 # message kinds, child -> parent
-_TXN, _IDLE, _RECONNECT, _ERROR, _END = b"t", b"i", b"r", b"e", b"x"
+_TXN, _TRANSLATED, _IDLE, _RECONNECT, _ERROR, _END = b"t", b"c", b"i", b"r", b"e", b"x"
+_TXN_KINDS = (_TXN, _TRANSLATED)
 _TICK_SECONDS = 0.2      # the parent yields an idle tick when nothing arrived for this long
 _STOP_GRACE_SECONDS = 5.0
 
@@ -54,11 +56,14 @@ class ProcessSource:
     def __init__(self, settings: SourceSettings, tables: dict[str, set[str] | None],
                  start: SourcePosition | None = None, *, from_earliest: bool = False,
                  on_reconnect: Callable[[str], None] | None = None,
-                 log_level: str = "INFO", json_logs: bool | None = None) -> None:
+                 log_level: str = "INFO", json_logs: bool | None = None, mappings: Any = None) -> None:
+        """mappings: a MappingSet to translate with in the child (transactions then arrive with
+        `commands`, `dead_letters` and `row_counts` instead of `changes`); None: row changes."""
         self.settings = settings
         self._spec = {"settings": settings, "tables": tables, "start": start,
                       "from_earliest": from_earliest, "log_level": log_level,
-                      "json_logs": json_logs if json_logs is not None else not sys.stderr.isatty()}
+                      "json_logs": json_logs if json_logs is not None else not sys.stderr.isatty(),
+                      "mappings": (mappings.aggregates, mappings.drop_unchanged_updates) if mappings else None}
         self.on_reconnect = on_reconnect
         self._position = start
         self._stop = threading.Event()
@@ -90,7 +95,7 @@ class ProcessSource:
         dropped here (transactions() yields its own tick after _TICK_SECONDS of silence). Call
         it from the thread that iterates transactions(), between two items."""
         if self._peeked is not None:
-            return self._peeked[:1] == _TXN
+            return self._peeked[:1] in _TXN_KINDS
         conn = self._conn
         try:
             while conn is not None and conn.poll(0):
@@ -98,7 +103,7 @@ class ProcessSource:
                 if raw[:1] == _IDLE:
                     continue
                 self._peeked = raw  # a transaction, or news (reconnect, error, end) for transactions()
-                return raw[:1] == _TXN
+                return raw[:1] in _TXN_KINDS
         except (OSError, EOFError):
             pass  # transactions() finds the closed socket on its next read and says why
         return False
@@ -129,7 +134,14 @@ class ProcessSource:
                         break
                     raise self._died() from e
                 kind = raw[:1]
-                if kind == _TXN:
+                if kind == _TRANSLATED:
+                    gtid, commit_ts, position, row_counts, wire, dead = loads(raw[1:])
+                    txn = SourceTransaction(gtid, commit_ts, position, row_counts=row_counts, dead_letters=dead)
+                    txn.commands = commands_from_wire(wire, position, txn.txn_id, commit_ts)
+                    self._position = position
+                    self.transactions_read += 1
+                    yield txn
+                elif kind == _TXN:
                     txn = loads(raw[1:])
                     self._position = txn.position
                     self.transactions_read += 1
@@ -160,7 +172,8 @@ class ProcessSource:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "cdc_bridge.source.process", str(child_sock.fileno()), str(os.getpid())],
+                # -P: not the working directory first on sys.path, PYTHONPATH (our tree) wins
+                [sys.executable, "-P", "-m", "cdc_bridge.source.process", str(child_sock.fileno()), str(os.getpid())],
                 pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True)
         finally:
             child_sock.close()
@@ -254,9 +267,23 @@ def _child_main(fd: int, parent_pid: int) -> int:
     threading.Thread(target=control, name="reader-control", daemon=True).start()
     dumps = pickle.dumps
     proto = pickle.HIGHEST_PROTOCOL
+    translate = None
+    if spec.get("mappings"):
+        from cdc_bridge.mapping.loader import MappingSet
+
+        aggregates, drop_unchanged = spec["mappings"]
+        translate = MappingSet(aggregates, drop_unchanged_updates=drop_unchanged).translate
+
+    def message(txn: SourceTransaction) -> bytes:
+        if translate is None:
+            return _TXN + dumps(txn, proto)
+        commands, dead = translate(txn)
+        return _TRANSLATED + dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(),
+                                    [command_to_wire(c) for c in commands], dead), proto)
+
     try:
         for txn in source.transactions():
-            send(_IDLE if txn is None else _TXN + dumps(txn, proto))
+            send(_IDLE if txn is None else message(txn))
         send(_END)
         return 0
     except (BrokenPipeError, ConnectionResetError, EOFError):

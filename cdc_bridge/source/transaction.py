@@ -49,6 +49,22 @@ class SourceTransaction:
     # transaction so that applying it again, after a Kafka abort, publishes them again).
     commands: list[Any] | None = None
     dead_letters: list[Any] | None = None
+    # Row changes per table when `changes` were translated in the reader process and not
+    # carried over (commands/dead_letters hold the translation); None: count `changes`.
+    row_counts: dict[str, int] | None = None
+
+    def rows_by_table(self) -> dict[str, int]:
+        """Row changes of this transaction per table (mapped tables only)."""
+        if self.row_counts is not None:
+            return self.row_counts
+        counts: dict[str, int] = {}
+        for ch in self.changes:
+            counts[ch.table] = counts.get(ch.table, 0) + 1
+        return counts
+
+    @property
+    def row_count(self) -> int:
+        return sum(self.row_counts.values()) if self.row_counts is not None else len(self.changes)
 
     @property
     def txn_id(self) -> str:

@@ -483,3 +483,80 @@ def test_child_dies_when_parent_is_sigkilled(mysql_settings, admin_db, db, tmp_p
         for pid in reader_pids(parent.pid):
             os.kill(pid, signal.SIGKILL)
     assert "Traceback" not in (tmp_path / "parent.log").read_text()
+
+
+# ------------------------------------------------------------------ translation in the reader process
+
+
+def test_process_reader_translates_like_the_pipeline(mysql_settings, admin_db, fresh_db, tmp_path):
+    """With a MappingSet, the child translates: each transaction arrives with the commands and dead
+    letters that MappingSet.translate gives for the inline reader's same transaction (soft delete,
+    re-parenting, a coercion failure and an unmapped table included), and with its row counts."""
+    from cdc_bridge.mapping.loader import load_mappings
+
+    with admin_db.cursor() as cur:
+        cur.execute(f"CREATE TABLE `{fresh_db}`.orders (id INT PRIMARY KEY, status VARCHAR(20), "
+                    "total DECIMAL(12,2), deleted_at DATETIME NULL) DEFAULT CHARSET=utf8mb4")
+        cur.execute(f"CREATE TABLE `{fresh_db}`.order_lines (id INT PRIMARY KEY, order_id INT, qty VARCHAR(10)) "
+                    "DEFAULT CHARSET=utf8mb4")
+        cur.execute(f"CREATE TABLE `{fresh_db}`.noise (id INT PRIMARY KEY)")
+    (tmp_path / "orders.yaml").write_text(textwrap.dedent(f"""\
+        aggregate: Order
+        topic: t.order.events
+        root:
+          table: {fresh_db}.orders
+          id: id
+          fields: {{id: , status: , total: {{type: decimal}}}}
+          where: {{deleted_at: null}}
+        children:
+          - name: lines
+            table: {fresh_db}.order_lines
+            id: id
+            parent_key: order_id
+            fields: {{id: , qty: {{type: int}}}}
+        """))
+    mappings = load_mappings(tmp_path)
+    start = current_position(admin_db)
+    with connect(mysql_settings, fresh_db) as conn, conn.cursor() as cur:
+        for k in range(20):
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO order_lines VALUES (%s, %s, %s)", (k * 10, k, "abc" if k % 7 == 3 else str(k)))
+            cur.execute("INSERT INTO orders VALUES (%s, 'pending', %s, NULL)", (k, Decimal(k) / 4))
+            cur.execute("INSERT INTO order_lines VALUES (%s, %s, '2')", (k * 10 + 1, k))
+            cur.execute("INSERT INTO noise VALUES (%s)", (k,))
+            if k % 4 == 1:
+                cur.execute("UPDATE orders SET status = 'paid' WHERE id = %s", (k,))
+                cur.execute("UPDATE order_lines SET order_id = %s WHERE id = %s", (k - 1, k * 10 + 1))  # moved
+            if k % 5 == 2:
+                cur.execute("UPDATE orders SET deleted_at = NOW() WHERE id = %s", (k,))  # soft delete
+            cur.execute("COMMIT")
+    end = current_position(admin_db)
+    tables = mappings.tables_and_columns()
+
+    inline_src = BinlogSource(make_settings(mysql_settings), tables, start=start)
+    proc_src = ProcessSource(make_settings(mysql_settings), tables, start=start, log_level="WARNING",
+                             mappings=mappings)
+    got = []
+    for source in (inline_src, proc_src):
+        it = source.transactions()
+        try:
+            txns = read_until(it, lambda _, s=source: s.last_position is not None and s.last_position >= end)
+        finally:
+            it.close()
+        got.append([t for t in txns if t.position <= end and t.rows_by_table()])
+    inline, proc = got
+    assert len(inline) == len(proc) == 20
+    dead_total = 0
+    for a, b in zip(inline, proc):
+        commands, dead = mappings.translate(a)
+        assert (b.gtid, b.commit_ts, b.position, b.txn_id) == (a.gtid, a.commit_ts, a.position, a.txn_id)
+        assert b.changes == [] and b.rows_by_table() == a.rows_by_table() and b.row_count == len(a.changes)
+        assert b.commands == commands
+        assert [d.model_dump() for d in b.dead_letters or []] == [d.model_dump() for d in dead]
+        dead_total += len(dead)
+        for c in b.commands:   # a delete's payload and before stay one dict (Command is frozen)
+            if c.operation == "delete":
+                assert c.before is c.payload
+    assert dead_total == 3   # "abc" is no int: k = 3, 10, 17
+    ops = [c.operation for t in proc for c in t.commands]
+    assert ops.count("delete") >= 4 + 5   # re-parented lines (delete + insert) and soft deletes

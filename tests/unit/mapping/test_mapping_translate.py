@@ -325,3 +325,28 @@ def test_commands_override_and_entity(mapdir):
                                upd("shop.order_lines", line(), line(quantity=5)), ins("shop.order_lines", line(id=11))))
     assert [c.command_type for c in cmds] == ["PlaceOrder", "PurgeOrder", "AdjustItem", "AddOrderItem"]
     assert cmds[0].payload == order()  # fields: '*' by default: every column as named
+
+
+# --------------------------------------------------------------------------- across the reader process boundary
+
+
+def test_commands_survive_the_wire_unchanged(ms):
+    """command_to_wire / commands_from_wire (what the reader process sends, pickled) rebuild equal
+    commands, with the transaction's position, txn_id and commit_ts, and a delete's payload still
+    the same dict as its before."""
+    import pickle
+
+    from cdc_bridge.mapping.translate import command_to_wire, commands_from_wire
+
+    t = txn(ins("shop.orders", order()), ins("shop.order_lines", line()),
+            upd("shop.order_lines", line(), line(quantity=3)), upd("shop.order_lines", line(), line(order_id=2)),
+            dele("shop.orders", order(id=9)), snap("shop.orders", order(id=4)))
+    cmds, dead = ms.translate(t)
+    assert dead == [] and len(cmds) == 7   # the re-parented line is a delete + an insert
+    wire = pickle.loads(pickle.dumps([command_to_wire(c) for c in cmds], protocol=pickle.HIGHEST_PROTOCOL))
+    back = commands_from_wire(wire, t.position, t.txn_id, t.commit_ts)
+    assert back == cmds
+    assert [c.model_dump() for c in back] == [c.model_dump() for c in cmds]
+    assert all(isinstance(c, Command) for c in back)
+    deletes = [c for c in back if c.operation == "delete"]
+    assert deletes and all(c.before is c.payload for c in deletes)
