@@ -53,7 +53,8 @@ from cdc_bridge.source.preflight import (ServerInfo, binlog_files, connect, firs
                                          inspect_server, position_available)
 from cdc_bridge.source.settings import SourceSettings
 from cdc_bridge.source.transaction import RowChange, SourceTransaction
-from cdc_bridge.source.values import ColumnSpec, TableDecoder, UnsupportedColumnError, is_tinyint1, json_checked_columns
+from cdc_bridge.source.values import (ROW_DECODER, ColumnSpec, TableDecoder, UnsupportedColumnError, is_tinyint1,
+                                      json_checked_columns)
 
 log = structlog.get_logger(__name__)
 
@@ -296,7 +297,8 @@ class BinlogSource:
                 raise PositionPurgedError(str(self._position), detail=f"the server is at {info.position}")
         self._ready = True
         log.info("binlog source starting", flavor=info.flavor, version=info.version,
-                 position=str(self._position), server_id=self.settings.server_id, tables=sorted(self._tables))
+                 position=str(self._position), server_id=self.settings.server_id, tables=sorted(self._tables),
+                 row_decoder=ROW_DECODER)
 
     def _earliest(self, info: ServerInfo) -> SourcePosition:
         """The position before the oldest binlog file the server still has."""

@@ -30,6 +30,7 @@ import base64
 import codecs
 import datetime as _dt
 import json
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -681,6 +682,68 @@ class RowPlan:
         return row, zeros, off
 
 
+def _native_op(spec: ColumnSpec, skip: bool) -> tuple[str, int, int, tuple[str, ...] | None]:
+    """(op, arg, arg2, enum table) of _rowcodec.c for this column, mirroring skipper_for / decoder_for.
+
+    "call" means the C code calls the column's Python decoder; it gets the value's fixed size or
+    length prefix, so a truncated buffer raises in C before any Python slice reads past the end.
+    """
+    t = spec.type
+    size = _fixed_size(spec)
+    if t in (FT.VARCHAR, FT.STRING, FT.VAR_STRING):
+        prefix = _string_prefix(spec)
+    elif t in (FT.BLOB, FT.JSON, FT.GEOMETRY):
+        prefix = spec.length_size
+    else:
+        prefix = 0
+    call = ("call", size if size is not None and size >= 0 else 0, prefix if 0 <= prefix <= 4 else 0, None)
+    if skip:
+        if size is not None:
+            return ("skip_fixed", size, 0, None) if size >= 0 else call
+        return ("skip_var", prefix, 0, None) if 1 <= prefix <= 4 else call
+    if t == FT.TINY:
+        return ("bool" if spec.is_bool else "u8" if spec.unsigned else "i8"), 0, 0, None
+    ints = {FT.SHORT: "16", FT.INT24: "24", FT.LONG: "32", FT.LONGLONG: "64"}
+    if t in ints:
+        return ("u" if spec.unsigned else "i") + ints[t], 0, 0, None
+    if t == FT.DOUBLE:
+        return "f64", 0, 0, None
+    if t == FT.NEWDECIMAL and 1 <= spec.precision <= 65 and 0 <= spec.scale <= spec.precision:
+        return "decimal", spec.precision, spec.scale, None
+    if spec.codec == "utf-8" and 1 <= prefix <= 4 and t != FT.JSON and t != FT.GEOMETRY and not spec.is_json_text:
+        return "utf8", prefix, 0, None  # CHAR/VARCHAR/TEXT: _text_reader with the utf-8 codec
+    if t in (FT.DATETIME2, FT.TIMESTAMP2) and 0 <= spec.fsp <= 6:
+        return ("datetime2" if t == FT.DATETIME2 else "timestamp2"), spec.fsp, 0, None
+    if t in (FT.DATE, FT.NEWDATE):
+        return "date", 0, 0, None
+    if t == FT.ENUM and spec.size in (1, 2):
+        return "enum", spec.size, 0, ("",) + tuple(spec.enum_values)  # the table of _enum_reader
+    return call
+
+
+class NativeRowPlan(RowPlan):
+    """A RowPlan whose `read` is _rowcodec.RowReader.read (same contract); RowPlan.read stays the reference."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, specs: list[ColumnSpec], present: list[int], needed: set[str] | None) -> None:
+        super().__init__(specs, present, needed)
+        native = []
+        for i, (name, dec, byte_i, mask, kind) in zip(present, self.steps):
+            op, arg, arg2, table = _native_op(specs[i], kind == _SKIP)
+            native.append((name, dec, byte_i, mask, kind == _SKIP, kind == _ZERO_OK, op, arg, arg2, table))
+        self.read = _rowcodec.RowReader(self.null_bytes, tuple(native), ZERO_DATE).read
+
+
+# The C reader when it was built and not turned off (CDC_BRIDGE_NATIVE_ROWS=0), else the Python one.
+try:
+    from cdc_bridge.source import _rowcodec
+except ImportError:
+    _rowcodec = None
+ROW_DECODER = "native" if _rowcodec is not None and os.environ.get("CDC_BRIDGE_NATIVE_ROWS") != "0" else "python"
+_ROW_PLAN = NativeRowPlan if ROW_DECODER == "native" else RowPlan
+
+
 @dataclass(slots=True)
 class TableDecoder:
     """Decoding plans of one table version (one table map), cached per present-columns bitmap."""
@@ -695,7 +758,7 @@ class TableDecoder:
         if plan is None:
             n = len(self.specs)
             present = [i for i in range(n) if present_bitmap[i >> 3] & (1 << (i & 7))]
-            plan = self._plans[present_bitmap] = RowPlan(self.specs, present, self.needed)
+            plan = self._plans[present_bitmap] = _ROW_PLAN(self.specs, present, self.needed)
         return plan
 
     @property
