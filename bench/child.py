@@ -98,6 +98,25 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
                 lock.notify_all()
 
     bridge.on_batch_committed = on_batch_committed
+
+    # garbage collector pauses (any thread): wall time at the end, generation, seconds; the short
+    # young-generation ones (< 2 ms) are only counted
+    import gc
+
+    gc_pauses: list[tuple[float, int, float]] = []
+    gc_counts = {"collections": 0}
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - gc_started[0]
+        gc_counts["collections"] += 1
+        if took >= 0.002 or info.get("generation") == 2:
+            gc_pauses.append((time.time(), info.get("generation", -1), round(took, 4)))
+
+    gc.callbacks.append(on_gc)
     times: dict[str, float] = {}
     threads: dict[str, str] = {}   # native thread id -> Python thread name (for the CPU breakdown)
 
@@ -152,14 +171,18 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
                 break
         bridge.stop()
 
-    if spec.get("gc"):
-        # EXPERIMENT (what cli.py could do at startup): move everything loaded so far out of the
-        # collector's reach and collect the young generation less often
-        import gc
+    import gc
 
-        gc.collect()
-        gc.freeze()
+    if spec.get("gc"):
+        # EXPERIMENT (--gc-experiment): these thresholds, nothing frozen (CPython's defaults: 700, 10, 10)
         gc.set_threshold(*spec["gc"])
+    else:
+        try:   # what `cdc-bridge run` does before Bridge.run (a --baseline tree may predate it)
+            from cdc_bridge.tuning import tune
+        except ImportError:
+            pass
+        else:
+            tune()
     w = threading.Thread(target=watcher, daemon=True, name="bench-watcher")
     w.start()
     error = None
@@ -201,6 +224,8 @@ def bridge_child(spec: dict[str, Any], result_path: Path) -> None:
         "lmdb_commits": lmdb_commits,
         "lmdb": lmdb,
         "threads": threads,
+        "gc_pauses": gc_pauses,
+        "gc_collections": gc_counts["collections"],
     }
     result_path.write_text(json.dumps(result))
     _say("done")

@@ -185,7 +185,7 @@ class Variant:
                  gc: list[int] | None = None) -> None:
         self.label = label
         self.code = code
-        self.gc = gc   # experiment: gc.freeze() + gc.set_threshold(*gc) in the bridge process
+        self.gc = gc   # experiment: gc.set_threshold(*gc) in the bridge process instead of tuning.tune()
         self.db = db
         self.log_dir = log_dir
         self.work = work / label
@@ -432,7 +432,8 @@ def latency(variant: Variant, work: Path, writer: BatchedMonolith, conn, rate: f
     rel = lambda w: round(w - t0_wall, 3)  # noqa: E731
     diag = {"cpu_per_second": cpu.series,
             "kafka": [(rel(w), p, c, tot) for w, p, c, tot in result["publish_diag"] if w >= t0_wall],
-            "lmdb_commit": [(rel(w), sec) for w, sec in result["lmdb_commits"] if w >= t0_wall]}
+            "lmdb_commit": [(rel(w), sec) for w, sec in result["lmdb_commits"] if w >= t0_wall],
+            "gc_pauses": [(rel(w), gen, sec) for w, gen, sec in result.get("gc_pauses") or [] if w >= t0_wall]}
     commit_lat, visible_lat, series = [], [], []
     t_first = writer.txns[0].committed_at if writer.txns else 0.0
     for t in writer.txns:
@@ -452,6 +453,8 @@ def latency(variant: Variant, work: Path, writer: BatchedMonolith, conn, rate: f
         "commit_without_last_1_5s": percentiles(steady), "series": series, "diagnostics": diag,
         "kafka_commit_ms": percentiles([c for _, _, c, _ in diag["kafka"]]),
         "lmdb_commit_ms": percentiles([sec for _, sec in diag["lmdb_commit"]]),
+        "gc_pauses_over_2ms": len(diag["gc_pauses"]),
+        "gc_pause_max_ms": round(max((sec for _, _, sec in diag["gc_pauses"]), default=0.0) * 1000, 1),
         "cpu_steal_pct_max": max((x["steal"] for x in cpu.series), default=0),
         "cpu_iowait_pct_max": max((x["iowait"] for x in cpu.series), default=0),
         "events_seen": arrivals.events, "kafka_transactions": len(batches),
@@ -475,7 +478,8 @@ def print_latency(label: str, r: dict[str, Any]) -> None:
     k, lm = r.get("kafka_commit_ms", {}), r.get("lmdb_commit_ms", {})
     say(f"    per batch: Kafka commit p50 {k.get('p50_ms')} p99 {k.get('p99_ms')} max {k.get('max_ms')} ms; LMDB commit "
         f"p50 {lm.get('p50_ms')} p99 {lm.get('p99_ms')} max {lm.get('max_ms')} ms; machine iowait max "
-        f"{r.get('cpu_iowait_pct_max')}%, steal max {r.get('cpu_steal_pct_max')}%")
+        f"{r.get('cpu_iowait_pct_max')}%, steal max {r.get('cpu_steal_pct_max')}%; GC pauses >= 2 ms: "
+        f"{r.get('gc_pauses_over_2ms')}, longest {r.get('gc_pause_max_ms')} ms")
 
 
 def state_size(variant: Variant, work: Path, aggregates: int, tag: str) -> dict[str, Any]:
@@ -667,8 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", metavar="REF", help="also measure with the optimizable modules from git REF")
     ap.add_argument("--profile", action="store_true", help="also run (c) under cProfile and print the top 15")
     ap.add_argument("--gc-experiment", action="store_true",
-                    help="also run (c) and (d) with the current code plus gc.freeze() and gc.set_threshold(50000, 20, "
-                         "100) in the bridge process (a proposal for cli.py, not what the bridge does today)")
+                    help="also run (c) and (d) with the current code under CPython's default collector settings "
+                         "(700, 10, 10; nothing frozen) instead of cdc_bridge.tuning's")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run (c) N times per code variant, interleaved, and report the median (default 1)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: verify,latency,state")
@@ -741,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"baseline = cdc_bridge/ as of {args.baseline} ({len(replaced)} files differ from now)")
             variants.insert(0, Variant("baseline", code, work, args.db, log_dir, run_id))
         if args.gc_experiment:
-            variants.append(Variant("current+gc", None, work, args.db, log_dir, run_id, gc=[50_000, 20, 100]))
+            variants.append(Variant("current-defaultgc", None, work, args.db, log_dir, run_id, gc=[700, 10, 10]))
 
         # ---- (c), (e)
         out["bridge"] = {}
@@ -767,10 +771,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'matches' if ver['matches_database'] else 'DOES NOT MATCH'} the database "
                     f"({ver['aggregates']:,} aggregates, {ver['seconds']}s)")
 
-        # ---- (c) again, interleaved: medians are robust to other load on the machine
+        # ---- (c) again, interleaved: medians are robust to other load on the machine. The order
+        # alternates (A B, B A, A B, ...): runs later in a sequence were seen to be slower (the broker
+        # accumulates partitions), which a fixed order would charge to the same variant every time.
         if args.repeat > 1:
             for rep in range(1, args.repeat):
-                for v in [x for x in variants if not x.label.endswith(("-prof", "-spy"))]:
+                order = [x for x in variants if not x.label.endswith(("-prof", "-spy"))]
+                for v in (order[::-1] if rep % 2 else order):
                     rv = Variant(f"{v.label}-r{rep}", v.code, work, args.db, log_dir, run_id, gc=v.gc)
                     extra.append(rv)
                     r = throughput(rv, work, start, end, f"{v.label}-throughput-r{rep}")

@@ -157,6 +157,9 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
+    from cdc_bridge.tuning import tune
+
+    tune()  # everything loaded for the daemon's lifetime: out of the collector's way (see tuning.py)
     try:
         rc = bridge.run()
     finally:

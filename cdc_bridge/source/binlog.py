@@ -33,6 +33,7 @@ from __future__ import annotations
 import random
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -653,8 +654,19 @@ class BinlogSource:
         off = pkt._position
         end = off + ev.event_size - wrapper.read_bytes
         table = decoder.table
-        append = changes.append
         n0 = len(changes)
+        try:
+            self._decode_images(ev, decoder, buf, off, end, changes)
+        except (ValueError, IndexError, struct.error) as e:   # the native reader's bounds checks, a garbled image
+            raise SourceError(f"{table}: a row event could not be decoded ({type(e).__name__}: {e}); the table map "
+                              f"does not describe the rows (please report this with the table's DDL)") from e
+        self.rows_read += len(changes) - n0
+
+    @staticmethod
+    def _decode_images(ev: Any, decoder: TableDecoder, buf: bytes, off: int, end: int,
+                       changes: list[RowChange]) -> None:
+        table = decoder.table
+        append = changes.append
         if ev.__class__ is WriteRowsEvent:
             read = decoder.plan(ev.columns_present_bitmap).read
             while off < end:
@@ -675,4 +687,3 @@ class BinlogSource:
         if off != end:
             raise SourceError(f"{table}: a row event decoded to byte {off} but ends at {end}; the table map does "
                               f"not describe the rows (please report this with the table's DDL)")
-        self.rows_read += len(changes) - n0

@@ -274,6 +274,10 @@ def _child_main(fd: int, parent_pid: int) -> int:
         aggregates, drop_unchanged = spec["mappings"]
         translate = MappingSet(aggregates, drop_unchanged_updates=drop_unchanged).translate
 
+    from cdc_bridge.tuning import tune
+
+    tune()  # as in the bridge: no full-heap collections in the middle of the stream
+
     def message(txn: SourceTransaction) -> bytes:
         if translate is None:
             return _TXN + dumps(txn, proto)

@@ -571,11 +571,20 @@ class LmdbStateStore:
             else:
                 raw = txn.get(b"batch", db=self._meta_db)
                 batch = (_loads(raw) if raw is not None else 0) + 1
+            # runs of puts into one database go in one putmulti call: each single put releases and
+            # retakes the GIL, and under a busy main thread every retake waits (see cdc_bridge/tuning.py)
+            run_db, run = None, []
             for db, k, v in layer.writes:
+                if v is None or db is not run_db:
+                    if run:
+                        txn.cursor(db=run_db).putmulti(run)
+                    run_db, run = db, []
                 if v is None:
                     txn.delete(k, db=db)
                 else:
-                    txn.put(k, v, db=db)
+                    run.append((k, v))
+            if run:
+                txn.cursor(db=run_db).putmulti(run)
             txn.put(b"batch", _dumps(batch), db=self._meta_db)
         layer.batch = batch
         layer.state = "written"

@@ -82,7 +82,7 @@ def test_commit_writes_position_batch_and_extra_meta(store: LmdbStateStore) -> N
 
 
 class _FailingEnv:
-    """Wraps the LMDB env so that the write transaction fails after `n` puts."""
+    """Wraps the LMDB env so that the write transaction fails after `n` puts (put or putmulti)."""
 
     def __init__(self, env, n: int):
         self.env, self.n = env, n
@@ -109,6 +109,24 @@ class _FailingEnv:
                     raise OSError("disk on fire")
                 outer.n -= 1
                 return txn.put(*a, **kw)
+
+            def cursor(self, *a, **kw):
+                cur = txn.cursor(*a, **kw)
+
+                class Cursor:
+                    def putmulti(self, items, *pa, **pk):   # the first n puts land, then the failure
+                        items = list(items)
+                        if len(items) > outer.n:
+                            cur.putmulti(items[:outer.n])
+                            outer.n = 0
+                            raise OSError("disk on fire")
+                        outer.n -= len(items)
+                        return cur.putmulti(items, *pa, **pk)
+
+                    def __getattr__(self, name):
+                        return getattr(cur, name)
+
+                return Cursor()
 
             def __getattr__(self, name):
                 return getattr(txn, name)
