@@ -152,6 +152,15 @@ def read_until(it: Iterator[SourceTransaction | None], done: Callable[[list[Sour
     return got
 
 
+def read_range(source, end: SourcePosition) -> list[SourceTransaction]:
+    """A new source's transactions until its position reaches `end`; the source is stopped after."""
+    it = source.transactions()
+    try:
+        return read_until(it, lambda _: source.last_position is not None and source.last_position >= end)
+    finally:
+        it.close()
+
+
 def mapped(txns: list[SourceTransaction], db: str) -> list[SourceTransaction]:
     return [t for t in txns if any(c.table.startswith(db + ".") for c in t.changes)]
 
@@ -221,15 +230,8 @@ def test_process_reader_yields_the_same_transactions_as_inline_reader(mysql_sett
 
     inline_src = BinlogSource(make_settings(mysql_settings), tables, start=start)
     proc_src = ProcessSource(make_settings(mysql_settings), tables, start=start, log_level="WARNING")
-    results = []
-    for source in (inline_src, proc_src):
-        it = source.transactions()
-        try:
-            txns = read_until(it, lambda _, s=source: s.last_position is not None and s.last_position >= end)
-        finally:
-            it.close()
-        results.append([t for t in txns if t.changes and t.position <= end])
-    inline, proc = results
+    inline, proc = ([t for t in read_range(src, end) if t.changes and t.position <= end]
+                    for src in (inline_src, proc_src))
 
     expected_changes = 30 * (5 + 5 + 1) + 10 * 3 + 6  # inserts, updates, deletes
     assert n_changes(inline, fresh_db) == expected_changes
@@ -536,15 +538,8 @@ def test_process_reader_translates_like_the_pipeline(mysql_settings, admin_db, f
     inline_src = BinlogSource(make_settings(mysql_settings), tables, start=start)
     proc_src = ProcessSource(make_settings(mysql_settings), tables, start=start, log_level="WARNING",
                              mappings=mappings)
-    got = []
-    for source in (inline_src, proc_src):
-        it = source.transactions()
-        try:
-            txns = read_until(it, lambda _, s=source: s.last_position is not None and s.last_position >= end)
-        finally:
-            it.close()
-        got.append([t for t in txns if t.position <= end and t.rows_by_table()])
-    inline, proc = got
+    inline, proc = ([t for t in read_range(src, end) if t.position <= end and t.rows_by_table()]
+                    for src in (inline_src, proc_src))
     assert len(inline) == len(proc) == 20
     dead_total = 0
     for a, b in zip(inline, proc):

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 from pymysqlreplication.constants import FIELD_TYPE as FT
 
+from binlog_encoding import (DIG2BYTES, FSP_BYTES, decimal_size, enc_date, enc_datetime2, enc_decimal,
+                             enc_timestamp2, lp, spec)
 from cdc_bridge.source import values
 from cdc_bridge.source.values import ColumnSpec, NativeRowPlan, RowPlan, _native_op
 
 ROOT = Path(__file__).resolve().parents[3]
-DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
-FSP_BYTES = (0, 1, 1, 2, 2, 3, 3)
 
 
 def test_extension_is_built_and_selected():
@@ -92,66 +92,6 @@ def check_values(spec: ColumnSpec, raws: list[bytes], op: str | None = None) -> 
         buf = b"\x00" + raw + b"\x99\x98"
         row, zeros, off = check_same(plan, buf)
         assert off == 1 + len(raw)
-
-
-# ------------------------------------------------------------------ encoders (MySQL's packing)
-
-
-def enc_decimal(text: str, precision: int, scale: int) -> bytes:
-    d = Decimal(text)
-    negative = d.is_signed()
-    ip, _, fp = format(d.copy_abs(), "f").partition(".")
-    intg = precision - scale
-    ip = ip.lstrip("0").rjust(intg, "0")
-    fp = fp.ljust(scale, "0")[:scale]
-    intg0, intg0x = divmod(intg, 9)
-    frac0, frac0x = divmod(scale, 9)
-    out = bytearray()
-    if intg0x:
-        out += int(ip[:intg0x]).to_bytes(DIG2BYTES[intg0x], "big")
-    for k in range(intg0):
-        out += int(ip[intg0x + 9 * k: intg0x + 9 * k + 9]).to_bytes(4, "big")
-    for k in range(frac0):
-        out += int(fp[9 * k: 9 * k + 9]).to_bytes(4, "big")
-    if frac0x:
-        out += int(fp[frac0 * 9:]).to_bytes(DIG2BYTES[frac0x], "big")
-    if negative:
-        out = bytearray(b ^ 0xFF for b in out)
-    out[0] ^= 0x80
-    return bytes(out)
-
-
-def decimal_size(precision: int, scale: int) -> int:
-    intg0, intg0x = divmod(precision - scale, 9)
-    frac0, frac0x = divmod(scale, 9)
-    return DIG2BYTES[intg0x] + (intg0 + frac0) * 4 + DIG2BYTES[frac0x]
-
-
-def enc_frac(micro: int, fsp: int) -> bytes:
-    n = FSP_BYTES[fsp]
-    return (micro // (10 ** (6 - 2 * ((fsp + 1) // 2)))).to_bytes(n, "big") if n else b""
-
-
-def enc_datetime2(y, mo, d, h, mi, s, micro=0, fsp=0) -> bytes:
-    ymd = ((y * 13 + mo) << 5) | d
-    hms = (h << 12) | (mi << 6) | s
-    return ((ymd << 17 | hms) + 0x8000000000).to_bytes(5, "big") + enc_frac(micro, fsp)
-
-
-def enc_timestamp2(seconds: int, micro: int = 0, fsp: int = 0) -> bytes:
-    return seconds.to_bytes(4, "big") + enc_frac(micro, fsp)
-
-
-def enc_date(y, m, d) -> bytes:
-    return (d | m << 5 | y << 9).to_bytes(3, "little")
-
-
-def lp(data: bytes, prefix: int) -> bytes:
-    return len(data).to_bytes(prefix, "little") + data
-
-
-def spec(t, **kw) -> ColumnSpec:
-    return ColumnSpec(name=kw.pop("name", "c"), type=t, **kw)
 
 
 def rnd_bytes(rnd: random.Random, n: int) -> bytes:

@@ -1,7 +1,8 @@
 """Value normalization: the binary row format of the binlog -> JSON-friendly values.
 
-The encoders below follow MySQL's own packing code (decimal2bin, my_datetime_packed_to_binary,
-my_time_packed_to_binary) so each decoder is checked against the format, not against itself.
+The encoders (binlog_encoding.py) follow MySQL's own packing code (decimal2bin,
+my_datetime_packed_to_binary, my_time_packed_to_binary) so each decoder is checked against the
+format, not against itself.
 """
 
 from __future__ import annotations
@@ -17,80 +18,11 @@ import pytest
 from pymysqlreplication.constants import FIELD_TYPE as FT
 from pymysqlreplication.util.bytes import parse_decimal_from_bytes
 
+from binlog_encoding import enc_date, enc_datetime2, enc_decimal, enc_time2, enc_timestamp2, lp, spec
 from cdc_bridge.source.values import (ZERO_DATE, ColumnSpec, TableDecoder, UnsupportedColumnError, b64, decoder_for,
                                       float32_to_python, format_decimal, format_time, format_timedelta,
                                       format_timestamp_utc, is_tinyint1, json_checked_columns, json_from_mysql,
                                       python_codec, skipper_for)
-
-DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
-
-
-# ------------------------------------------------------------------ encoders (MySQL's packing)
-
-def enc_decimal(text: str, precision: int, scale: int) -> bytes:
-    d = Decimal(text)
-    negative = d < 0
-    ip, _, fp = format(d.copy_abs(), "f").partition(".")
-    intg = precision - scale
-    ip = ip.lstrip("0").rjust(intg, "0")
-    fp = fp.ljust(scale, "0")[:scale]
-    intg0, intg0x = divmod(intg, 9)
-    frac0, frac0x = divmod(scale, 9)
-    out = bytearray()
-    if intg0x:
-        out += int(ip[:intg0x]).to_bytes(DIG2BYTES[intg0x], "big")
-    for k in range(intg0):
-        out += int(ip[intg0x + 9 * k: intg0x + 9 * k + 9]).to_bytes(4, "big")
-    for k in range(frac0):
-        out += int(fp[9 * k: 9 * k + 9]).to_bytes(4, "big")
-    if frac0x:
-        out += int(fp[frac0 * 9:]).to_bytes(DIG2BYTES[frac0x], "big")
-    if negative:
-        out = bytearray(b ^ 0xFF for b in out)
-    out[0] ^= 0x80
-    return bytes(out)
-
-
-def enc_frac(micro: int, fsp: int) -> bytes:
-    if fsp in (1, 2):
-        return (micro // 10000).to_bytes(1, "big")
-    if fsp in (3, 4):
-        return (micro // 100).to_bytes(2, "big")
-    if fsp in (5, 6):
-        return micro.to_bytes(3, "big")
-    return b""
-
-
-def enc_datetime2(y, mo, d, h, mi, s, micro=0, fsp=0) -> bytes:
-    ymd = ((y * 13 + mo) << 5) | d
-    hms = (h << 12) | (mi << 6) | s
-    return ((ymd << 17 | hms) + 0x8000000000).to_bytes(5, "big") + enc_frac(micro, fsp)
-
-
-def enc_timestamp2(seconds: int, micro: int = 0, fsp: int = 0) -> bytes:
-    return seconds.to_bytes(4, "big") + enc_frac(micro, fsp)
-
-
-def enc_time2(negative: bool, h: int, mi: int, s: int, micro: int, fsp: int) -> bytes:
-    """my_time_packed_to_binary: C truncating % for the fraction, arithmetic >> for the int part."""
-    nr = ((h << 12 | mi << 6 | s) << 24) + micro
-    if negative:
-        nr = -nr
-    if fsp >= 5:
-        return (nr + 0x800000000000).to_bytes(6, "big")
-    intpart = nr >> 24
-    frac = (abs(nr) % (1 << 24)) * (-1 if nr < 0 else 1)
-    head = (intpart + 0x800000).to_bytes(3, "big")
-    if fsp == 0:
-        return head
-    if fsp <= 2:
-        return head + struct.pack("b", int(frac / 10000))
-    return head + struct.pack(">h", int(frac / 100))
-
-
-def enc_date(y, m, d) -> bytes:
-    return (d | m << 5 | y << 9).to_bytes(3, "little")
-
 
 def decode(spec: ColumnSpec, data: bytes, trailing: bytes = b"\x99"):
     """Decode one value; checks the decoder consumes exactly its bytes."""
@@ -98,9 +30,6 @@ def decode(spec: ColumnSpec, data: bytes, trailing: bytes = b"\x99"):
     assert off == len(data)
     return value
 
-
-def spec(t, **kw) -> ColumnSpec:
-    return ColumnSpec(name=kw.pop("name", "c"), type=t, **kw)
 
 
 # ------------------------------------------------------------------ integers, floats, decimals
@@ -263,9 +192,6 @@ def test_old_temporal_formats():
 
 
 # ------------------------------------------------------------------ strings, binary, json, enum, set, bit
-
-def lp(data: bytes, size: int = 1) -> bytes:
-    return len(data).to_bytes(size, "little") + data
 
 
 def test_utf8mb4_text_with_emoji_and_long_varchar():
