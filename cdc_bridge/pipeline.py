@@ -239,6 +239,7 @@ class Bridge:
             bridge_name=cfg.name,
             partitioner=partition_for,
             hooks=self._publisher_hooks(),
+            startup_sleep=self._sleep_or_stop,
         )
         # init_transactions first: it fences a previous incarnation and resolves its open
         # transaction, so the checkpoint read below is final.

@@ -87,7 +87,10 @@ class TransactionalPublisher:
                  dead_letter_topic: str, bridge_name: str, partitioner: Partitioner | None = None,
                  hooks: PublisherHooks | None = None, *, retry: RetryPolicy | None = None,
                  operation_timeout_s: float = 30.0, poll_every: int = 1000,
-                 producer_factory: Callable[[dict[str, Any]], Any] = Producer) -> None:
+                 producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+                 startup_sleep: Callable[[float], None] = time.sleep) -> None:
+        """startup_sleep: the wait between start()'s attempts while Kafka is unreachable; the
+        bridge passes one that raises when a stop is requested (SIGTERM during startup)."""
         if not transactional_id:
             raise ValueError("transactional_id must not be empty")
         self.settings = settings
@@ -101,6 +104,7 @@ class TransactionalPublisher:
         self.operation_timeout_s = operation_timeout_s
         self.poll_every = max(1, poll_every)
         self._producer_factory = producer_factory
+        self._startup_sleep = startup_sleep
         self._producer: Any = None
         self._in_transaction = False
         self._fatal: FatalPublishError | None = None
@@ -122,7 +126,7 @@ class TransactionalPublisher:
         conf["on_delivery"] = self._on_delivery
         producer = self._producer_factory(conf)
         self._call("init_transactions", lambda: producer.init_transactions(self.operation_timeout_s),
-                   retry_only=True)
+                   retry_only=True, sleep=self._startup_sleep)
         self._producer = producer
         log.info("kafka transactional producer ready", transactional_id=self.transactional_id,
                  bootstrap_servers=self.settings.bootstrap_servers, checkpoint_topic=self.checkpoint_topic)
@@ -417,7 +421,8 @@ class TransactionalPublisher:
                 self._set_fatal(fatal)
                 raise fatal from exc
 
-    def _call(self, what: str, fn: Callable[[], Any], *, retry_only: bool = False) -> Any:
+    def _call(self, what: str, fn: Callable[[], Any], *, retry_only: bool = False,
+              sleep: Callable[[float], None] = time.sleep) -> Any:
         """Call a producer method outside a transaction's produce loop; retriable errors are retried."""
         tracker = self.retry.tracker()
         while True:
@@ -436,7 +441,7 @@ class TransactionalPublisher:
                             kafka_error=err) from exc
                     log.warning("kafka call failed, retrying", operation=what, attempt=tracker.attempts,
                                 retry_in_s=round(tracker.delay, 2), error=describe(err))
-                    time.sleep(tracker.delay)
+                    sleep(tracker.delay)
                     continue
                 fatal = self._fatal_from(err, what)
                 self._set_fatal(fatal)

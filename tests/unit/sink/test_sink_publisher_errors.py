@@ -264,6 +264,28 @@ def test_init_transactions_retried_then_unavailable():
     assert fake.calls.count("init_transactions") == 3
 
 
+def test_start_waits_between_attempts_with_startup_sleep_which_may_stop_it():
+    """The bridge passes a sleep that raises on SIGTERM: a stop during startup ends the retries."""
+    class Stop(Exception):
+        pass
+
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            raise Stop()
+
+    fake = FakeProducer({})
+    fake.fail["init_transactions"] = [kafka_exc(KafkaError._TIMED_OUT, retriable=True)] * 5
+    pub = TransactionalPublisher(SETTINGS, "b", "cp", "dl", "b", producer_factory=lambda c: fake,
+                                 retry=RetryPolicy(initial_backoff_s=0.5, jitter=0, max_attempts=10),
+                                 startup_sleep=sleep)
+    with pytest.raises(Stop):
+        pub.start()
+    assert fake.calls.count("init_transactions") == 2 and len(waits) == 2 and waits[0] == 0.5
+
+
 def test_publish_before_start():
     pub = TransactionalPublisher(SETTINGS, "b", "cp", "dl", "b", producer_factory=FakeProducer)
     with pytest.raises(SinkError, match="before start"):
