@@ -350,3 +350,22 @@ def test_commands_survive_the_wire_unchanged(ms):
     assert all(isinstance(c, Command) for c in back)
     deletes = [c for c in back if c.operation == "delete"]
     assert deletes and all(c.before is c.payload for c in deletes)
+
+
+def test_the_reader_process_rebuilds_an_equal_translator(ms):
+    """What ProcessSource sends its child (the aggregates, pickled) translates exactly like the
+    bridge's own MappingSet: both example mappings (filters, composite ids, '*' + exclude)."""
+    import pickle
+
+    from cdc_bridge.mapping.loader import MappingSet
+
+    aggregates, drop_unchanged = pickle.loads(pickle.dumps((ms.aggregates, ms.drop_unchanged_updates)))
+    child = MappingSet(aggregates, drop_unchanged_updates=drop_unchanged)
+    t = txn(ins("shop.orders", order()), ins("shop.order_lines", line(quantity="x")),
+            upd("shop.orders", order(), order(deleted_at="2026-11-27T05:00:00")),
+            ins("shop.customers", customer()), ins("shop.customer_addresses", address()),
+            upd("shop.customers", customer(), customer(name="Ada L.")), dele("shop.customer_addresses", address()))
+    want_cmds, want_dead = ms.translate(t)
+    got_cmds, got_dead = child.translate(t)
+    assert got_cmds == want_cmds and len(want_cmds) >= 5
+    assert [d.model_dump() for d in got_dead] == [d.model_dump() for d in want_dead] and want_dead
