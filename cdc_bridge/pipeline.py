@@ -101,6 +101,7 @@ class _InFlight:
     checkpoint: dict[str, Any]
     records: list[tuple]
     sealed: Any                       # the store's sealed write set of this batch
+    prepared: Any                     # its Kafka records, serialized (publisher.prepare)
     future: "Future[Any] | None" = None
 
 
@@ -547,7 +548,7 @@ class Bridge:
 
     def _seal(self, batch: Batch, position: SourcePosition | None, extra: dict[str, Any] | None) -> _InFlight:
         """The batch's checkpoint, command-log records and state write set, fixed now."""
-        assert self.store is not None
+        assert self.store is not None and self.publisher is not None
         pos = position or batch.position
         number = self.batches_committed + 1
         origin = self.origin.to_dict() if self.origin else batch.txns[0].position.to_dict()
@@ -564,14 +565,18 @@ class Bridge:
         if self.config.command_log.enabled:
             records = command_log_records(self.command_log_topic, self.config.state.partitions, partition_for,
                                           batch.commands, pos)
+        # serialized here, on the main thread, before the hand-over: the committer thread is then
+        # left with Kafka calls that wait without the GIL, and the main loop's LMDB reads (which
+        # release the GIL) get it back at once instead of waiting for the committer's Python
+        prepared = self.publisher.prepare(batch.events, batch.dead_letters, checkpoint, records)
         sealed = self.store.seal(pos, {**self.checkpoint_extra, **(extra or {}), "batch": number, "origin": origin})
-        return _InFlight(batch, position, extra, checkpoint, records, sealed)
+        return _InFlight(batch, position, extra, checkpoint, records, sealed, prepared)
 
     def _commit_batch(self, inflight: _InFlight) -> Any:
         """On the committer thread: the Kafka transaction, then the LMDB write of the same batch."""
         assert self.publisher is not None and self.store is not None
         batch = inflight.batch
-        result = self.publisher.publish_batch(batch.events, batch.dead_letters, inflight.checkpoint, inflight.records)
+        result = self.publisher.publish_prepared(inflight.prepared)
         # Visible in Kafka from here on. LMDB follows (a crash in between is replayed at start).
         if self.origin is None:
             self.origin = SourcePosition.from_dict(inflight.checkpoint["origin"])

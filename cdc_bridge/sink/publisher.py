@@ -67,6 +67,19 @@ class PublishResult:
     commit_retries: int
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch serialized for its Kafka transaction (TransactionalPublisher.prepare)."""
+
+    messages: list[tuple]      # (topic, key, value, partition | None, headers), the checkpoint last
+    checkpoint: dict[str, Any]  # the checkpoint record (build_checkpoint)
+    batch: int
+    events: int
+    dead_letters: int
+    tombstones: int
+    prepare_seconds: float
+
+
 @dataclass(frozen=True)
 class PublisherHooks:
     """Optional callbacks for metrics. Exceptions raised by hooks are logged and ignored."""
@@ -199,16 +212,29 @@ class TransactionalPublisher:
         Returns once committed. Raises BatchAbortedError (nothing visible; redo the
         batch), FatalPublishError (exit), KafkaUnavailableError (retry budget spent).
         """
-        if self._fatal is not None:
-            raise self._fatal
-        if self._producer is None:
-            raise SinkError("publish_batch before start()")
+        return self.publish_prepared(self.prepare(events, dead_letters, checkpoint, records))
+
+    def prepare(self, events: Sequence[DomainEvent], dead_letters: Sequence[DeadLetter],
+                checkpoint: Mapping[str, Any], records: Sequence[tuple] = ()) -> PreparedBatch:
+        """The first half of publish_batch: every record of the batch serialized, no Kafka call
+        (the pipeline does this on its main thread, see publish_prepared). Raises FatalPublishError
+        for an event that cannot be serialized or has no topic."""
         t0 = time.perf_counter()
         record = build_checkpoint(self.bridge_name, checkpoint, len(events))
         messages, tombstones = self._serialize(events, dead_letters, record)
         if records:
             messages[-1:-1] = records  # the checkpoint record stays last
+        return PreparedBatch(messages, record, record["batch"], len(events), len(dead_letters), tombstones,
+                             time.perf_counter() - t0)
 
+    def publish_prepared(self, prepared: PreparedBatch) -> PublishResult:
+        """The second half of publish_batch: one Kafka transaction with the prepared records."""
+        if self._fatal is not None:
+            raise self._fatal
+        if self._producer is None:
+            raise SinkError("publish_batch before start()")
+        t0 = time.perf_counter() - prepared.prepare_seconds
+        messages = prepared.messages
         p = self._producer
         self._delivery_errors.clear()
         self._call("begin_transaction", p.begin_transaction)
@@ -229,8 +255,8 @@ class TransactionalPublisher:
             raise
         self._in_transaction = False
         self.batches_committed += 1
-        result = PublishResult(batch=record["batch"], events=len(events), dead_letters=len(dead_letters),
-                               tombstones=tombstones, produce_seconds=t2 - t1, commit_seconds=t3 - t2,
+        result = PublishResult(batch=prepared.batch, events=prepared.events, dead_letters=prepared.dead_letters,
+                               tombstones=prepared.tombstones, produce_seconds=t2 - t1, commit_seconds=t3 - t2,
                                total_seconds=t3 - t0, commit_retries=retries)
         self._hook(self.hooks.on_commit, result)
         return result

@@ -46,7 +46,8 @@ WANTED_OPS = {"place_order", "lines_before_order", "late_order", "change_status"
 
 
 class AbortInjector:
-    """Counts the publish_batch calls that carry events (1, 2, ...) and aborts the chosen ones.
+    """Counts the Kafka transactions (publish_prepared calls) that carry events (1, 2, ...) and
+    aborts the chosen ones.
 
     An aborted call goes through the real publisher: begin_transaction, every record produced,
     then (before commit) an abortable KafkaError, which makes the publisher abort the
@@ -59,24 +60,27 @@ class AbortInjector:
         self.delay = delay
         self.count = 0
         self.aborted = 0
-        self.calls: list[dict[str, Any]] = []   # every publish_batch call, in order
+        self.calls: list[dict[str, Any]] = []   # every publish_prepared call, in order
         self.redos: list[dict[str, Any]] = []   # every Bridge._redo call
         self.recovered: list[tuple] = []        # Bridge._recover results (start, replay_until)
         self._lock = threading.Lock()
 
     def install(self, monkeypatch) -> "AbortInjector":
-        real_publish = TransactionalPublisher.publish_batch
+        real_publish = TransactionalPublisher.publish_prepared
         real_redo = Bridge._redo
         real_recover = Bridge._recover
         inj = self
 
-        def publish_batch(pub, events, dead_letters, checkpoint, records=()):
+        def publish_prepared(pub, prepared):
+            checkpoint = prepared.checkpoint
+            event_ids = [dict(m[4]).get("event_id", b"").decode() for m in prepared.messages
+                         if m[2] is not None and dict(m[4]).get("event_id")]
             entry = {"thread": threading.current_thread().name, "batch": checkpoint.get("batch"),
-                     "transactions": checkpoint.get("transactions"), "events": len(events),
+                     "transactions": checkpoint.get("transactions"), "events": prepared.events,
                      "position": checkpoint.get("position"),
-                     "event_ids": [e.event_id for e in events], "n": None, "outcome": None}
+                     "event_ids": event_ids, "n": None, "outcome": None}
             with inj._lock:
-                if events:
+                if prepared.events:
                     inj.count += 1
                     entry["n"] = inj.count
                 inj.calls.append(entry)
@@ -91,7 +95,7 @@ class AbortInjector:
 
                 pub.hooks = dataclasses.replace(saved, before_commit=fail_before_commit)
             try:
-                result = real_publish(pub, events, dead_letters, checkpoint, records)
+                result = real_publish(pub, prepared)
             except BatchAbortedError:
                 entry["outcome"] = "aborted"
                 if abort:
@@ -117,13 +121,13 @@ class AbortInjector:
             inj.recovered.append(result)
             return result
 
-        monkeypatch.setattr(TransactionalPublisher, "publish_batch", publish_batch)
+        monkeypatch.setattr(TransactionalPublisher, "publish_prepared", publish_prepared)
         monkeypatch.setattr(Bridge, "_redo", redo)
         monkeypatch.setattr(Bridge, "_recover", recover)
         return self
 
     def report(self) -> str:
-        lines = ["publish_batch calls (n = counted call with events):"]
+        lines = ["publish_prepared calls (n = counted call with events):"]
         for c in self.calls:
             ids = c["event_ids"]
             shown = ids if len(ids) <= 6 else ids[:3] + ["..."] + ids[-2:]
