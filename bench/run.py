@@ -636,6 +636,13 @@ def baseline_tree(ref: str, work: Path) -> tuple[Path, list[str]]:
     subprocess.run(["tar", "-x", "-C", str(dst)], input=archive, check=True)
     changed = subprocess.run(["git", "diff", "--name-only", ref, "--", "cdc_bridge"], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout.split()
+    # its C row decoder, compiled like `pip install` does (git archive has no build products;
+    # without it the baseline's reader would fall back to Python and look slower than it is)
+    if (dst / "cdc_bridge" / "source" / "_rowcodec.c").exists():
+        build = ("from setuptools import Extension, setup; setup(name='baseline', script_args=['-q', 'build_ext', "
+                 "'--inplace'], ext_modules=[Extension('cdc_bridge.source._rowcodec', "
+                 "['cdc_bridge/source/_rowcodec.c'])])")
+        subprocess.run([sys.executable, "-c", build], cwd=dst, check=True, capture_output=True)
     return dst, changed
 
 
