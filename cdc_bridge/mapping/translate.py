@@ -302,10 +302,32 @@ def command_to_wire(c: Command) -> tuple:
 
 def commands_from_wire(wire: list[tuple], position: Any, txn_id: str, commit_ts: float) -> list[Command]:
     make = _make_command
-    return [make(command_type=ct, aggregate=agg, aggregate_id=agg_id, entity=ent, entity_id=ent_id,
-                 operation=op, payload=payload, before=before, table=table, position=position,
-                 txn_id=txn_id, commit_ts=commit_ts, index=index)
-            for ct, agg, agg_id, ent, ent_id, op, payload, before, table, index in wire]
+    if make is not _construct_fast:   # pydantic changed under us: the public API
+        return [make(command_type=ct, aggregate=agg, aggregate_id=agg_id, entity=ent, entity_id=ent_id,
+                     operation=op, payload=payload, before=before, table=table, position=position,
+                     txn_id=txn_id, commit_ts=commit_ts, index=index)
+                for ct, agg, agg_id, ent, ent_id, op, payload, before, table, index in wire]
+    # _construct_fast unrolled (no **kwargs dict, the field-name set copied from a template): this
+    # runs once per command on the bridge's main loop, where it was a tenth of the GIL's time
+    new, setattr_, names = _new, _setattr, _COMMAND_FIELDS
+    out = []
+    append = out.append
+    for ct, agg, agg_id, ent, ent_id, op, payload, before, table, index in wire:
+        obj = new(Command)
+        setattr_(obj, "__dict__", {"command_type": ct, "aggregate": agg, "aggregate_id": agg_id, "entity": ent,
+                                   "entity_id": ent_id, "operation": op, "payload": payload, "before": before,
+                                   "table": table, "position": position, "txn_id": txn_id, "commit_ts": commit_ts,
+                                   "index": index})
+        setattr_(obj, "__pydantic_fields_set__", names.copy())
+        setattr_(obj, "__pydantic_extra__", None)
+        setattr_(obj, "__pydantic_private__", None)
+        append(obj)
+    return out
+
+
+_COMMAND_FIELDS = {"command_type", "aggregate", "aggregate_id", "entity", "entity_id", "operation", "payload",
+                   "before", "table", "position", "txn_id", "commit_ts", "index"}
+assert _COMMAND_FIELDS == set(Command.model_fields), "Command's fields changed: update commands_from_wire"
 
 
 # --------------------------------------------------------------------------- per table
