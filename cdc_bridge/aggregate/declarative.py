@@ -4,6 +4,8 @@ State of one aggregate instance (JSON):
 
     {"exists": bool,            # the root row is known and not deleted
      "deleted": bool,           # the root was deleted (the record stays as a tombstone)
+     "soft_deleted": bool,      # (only when true) deleted by leaving the mapping's `where`: the
+                                # children stay, dormant, for the root's return
      "root": {field: value} | None,
      "children": {"lines": {"<line id>": {field: value}, ...}, ...},
      "held": {"lines": {"<line id>": {"since", "fields", "table", "txn_id", "position"}}}}
@@ -25,6 +27,9 @@ Rules (docs/aggregates.md tells them with examples):
   data[<aggregate_snake>] = the root's enrich fields as of the end of the transaction.
 - A child whose root does not exist is held (internal events, nothing published);
   updates and deletes of a held child change it silently.
+- A root that leaves the mapping's `where` (a soft delete: Command.soft) is deleted as
+  above, but its children stay in the state, dormant: their changes meanwhile are applied
+  silently, and when the root comes back (an insert) its created event carries them.
 - Refused commands become dead letters: duplicate_create, update_of_unknown_aggregate,
   delete_of_unknown_aggregate, update_of_unknown_child, delete_of_unknown_child,
   unknown_entity.
@@ -49,6 +54,7 @@ HELD_CHILD_CHANGED = "_HeldChildChanged"
 HELD_CHILD_RELEASED = "_HeldChildReleased"
 SNAPSHOT_APPLIED = "_SnapshotApplied"        # a snapshot of a new root when emit_snapshot_events is off
 DELETED_IN_CREATING_TXN = "_CreatedAndDeleted"
+DORMANT_CHILD_CHANGED = "_DormantChildChanged"  # a child of a soft-deleted root, set or removed silently
 
 
 def singular_pascal(name: str) -> str:
@@ -212,6 +218,9 @@ class DeclarativeDecider:
                 HELD: {},
             }
         if kind == "deleted":
+            if "dormant" in m:   # a soft delete: the children wait for the root's return
+                return {"exists": False, "deleted": True, "soft_deleted": True, "root": None,
+                        "children": {n: dict(c) for n, c in m["dormant"].items()}, HELD: {}}
             return {"exists": False, "deleted": True, "root": None, "children": {}, HELD: {}}
         if kind == "updated":
             return {**state, "root": dict(m["root"])}
@@ -273,6 +282,7 @@ class _Txn:
         self.d = d
         self.exists = bool(state.get("exists"))
         self.deleted = bool(state.get("deleted"))
+        self.soft = bool(state.get("soft_deleted"))   # children dormant, waiting for the root's return
         self.root: dict[str, Any] | None = dict(state["root"]) if state.get("root") is not None else None
         self.children: dict[str, dict[str, dict[str, Any]]] = {
             n: dict(c) for n, c in (state.get("children") or {}).items()
@@ -323,7 +333,7 @@ class _Txn:
             for cid, entry in sorted(entries.items(), key=lambda kv: kv[1]["since"]):
                 coll[cid] = dict(entry["fields"])
         self.held = {}
-        self.exists, self.deleted = True, False
+        self.exists, self.deleted, self.soft = True, False, False   # dormant children (a soft delete) are back
         self.root = dict(cmd.payload)
         if cmd.operation == "snapshot":
             kind = "snapshotted"
@@ -358,11 +368,14 @@ class _Txn:
     def _delete(self, cmd: Command) -> None:
         d = self.d
         assert self.root is not None
+        # a soft delete (the row left the `where`): the children stay, dormant (see the module doc)
+        dormant = {"dormant": {n: dict(c) for n, c in self.children.items()}} if cmd.soft else {}
         if self.created_at is not None:
             # Created and deleted in one transaction: nothing to announce.
             for i in range(self.created_at, len(self.out)):
                 self.out[i] = None
-            self.emit(EventDraft(DELETED_IN_CREATING_TXN, {}, cmd.table, internal=True, meta={"kind": "deleted"}))
+            self.emit(EventDraft(DELETED_IN_CREATING_TXN, {}, cmd.table, internal=True,
+                                 meta={"kind": "deleted", **dormant}))
         else:
             # The deleted event is the transaction's outcome for this root's lifetime.
             for i in range(self.segment_start, len(self.out)):
@@ -374,13 +387,14 @@ class _Txn:
                 for cid, fields in (self.removed.get(name) or {}).items():
                     coll.setdefault(cid, fields)
                 last_children[name] = coll
-            meta: dict[str, Any] = {"kind": "deleted"}
+            meta: dict[str, Any] = {"kind": "deleted", **dormant}
             if d.tombstone_on_delete:
                 meta["tombstone"] = True
             self.emit(EventDraft(d.deleted, d.full_data(last_root, last_children), cmd.table, meta=meta))
-        self.exists, self.deleted = False, True
+        self.exists, self.deleted, self.soft = False, True, cmd.soft
         self.root = None
-        self.children = {}
+        if not cmd.soft:
+            self.children = {}
         self.held = {}
         self.created_at = None
         self.segment_start = len(self.out)
@@ -392,8 +406,25 @@ class _Txn:
     def child_command(self, rules: _ChildRules, cmd: Command) -> None:
         if self.exists:
             self._child_of_existing(rules, cmd)
+        elif self.soft:
+            self._child_of_dormant(rules, cmd)
         else:
             self._child_of_missing(rules, cmd)
+
+    def _child_of_dormant(self, rules: _ChildRules, cmd: Command) -> None:
+        """A child of a soft-deleted root: kept up to date silently, for the root's return."""
+        name, cid = rules.name, cmd.entity_id
+        coll = self.children.setdefault(name, {})
+        meta = {"entity": name, "entity_id": cid}
+        if cmd.operation == "delete":
+            if coll.pop(cid, None) is not None:
+                self.emit(EventDraft(DORMANT_CHILD_CHANGED, {}, cmd.table, internal=True,
+                                     meta={**meta, "kind": "child_removed"}))
+            return
+        fields = {**(coll.get(cid) or {}), **cmd.payload}
+        coll[cid] = fields
+        self.emit(EventDraft(DORMANT_CHILD_CHANGED, {}, cmd.table, internal=True,
+                             meta={**meta, "kind": "child_changed", "fields": fields}))
 
     def _child_of_existing(self, rules: _ChildRules, cmd: Command) -> None:
         d = self.d

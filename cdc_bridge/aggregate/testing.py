@@ -33,6 +33,7 @@ class Row:
     entity_id: str
     payload: dict[str, Any]
     before: dict[str, Any] | None = None
+    soft: bool = False
 
 
 def insert(entity: str, aggregate_id: str, entity_id: str | None = None, **fields: Any) -> Row:
@@ -46,6 +47,11 @@ def update(entity: str, aggregate_id: str, entity_id: str | None = None, *, befo
 
 def delete(entity: str, aggregate_id: str, entity_id: str | None = None, **fields: Any) -> Row:
     return Row(entity, "delete", aggregate_id, entity_id or aggregate_id, fields, dict(fields))
+
+
+def soft_delete(entity: str, aggregate_id: str, entity_id: str | None = None, **fields: Any) -> Row:
+    """The row left the mapping's `where` (e.g. deleted_at was set): a delete with Command.soft."""
+    return Row(entity, "delete", aggregate_id, entity_id or aggregate_id, fields, dict(fields), soft=True)
 
 
 def snapshot(entity: str, aggregate_id: str, entity_id: str | None = None, **fields: Any) -> Row:
@@ -103,6 +109,7 @@ class SourceScript:
                 txn_id=txn.txn_id,
                 commit_ts=self.ts,
                 index=i,
+                soft=r.soft,
             )
             for i, r in enumerate(rows)
         ]

@@ -32,6 +32,8 @@ class Command(BaseModel):
     txn_id: str                       # source transaction id (GTID or file:pos)
     commit_ts: float                  # source commit time, epoch seconds
     index: int = 0                    # ordinal of the row change within its source transaction
+    soft: bool = False                # a delete because the row left the mapping's `where` (a soft
+                                      # delete): the row still exists; it may come back
 
 
 class DeadLetter(BaseModel):

@@ -275,7 +275,7 @@ def _pick_constructor() -> Callable[..., Command]:
 
     sample = dict(command_type="C", aggregate="A", aggregate_id="1", entity="root", entity_id="1",
                   operation="insert", payload={"a": 1}, before=None, table="s.t",
-                  position=SourcePosition(None, "f.000001", 4), txn_id="t", commit_ts=1.0, index=0)
+                  position=SourcePosition(None, "f.000001", 4), txn_id="t", commit_ts=1.0, index=0, soft=False)
     try:
         fast, slow = _construct_fast(**sample), Command.model_construct(**sample)
         same = all(getattr(fast, a, None) == getattr(slow, a, None) for a in (
@@ -297,7 +297,7 @@ _make_command = _pick_constructor()
 
 def command_to_wire(c: Command) -> tuple:
     return (c.command_type, c.aggregate, c.aggregate_id, c.entity, c.entity_id, c.operation,
-            c.payload, c.before, c.table, c.index)
+            c.payload, c.before, c.table, c.index, c.soft)
 
 
 def commands_from_wire(wire: list[tuple], position: Any, txn_id: str, commit_ts: float) -> list[Command]:
@@ -305,19 +305,19 @@ def commands_from_wire(wire: list[tuple], position: Any, txn_id: str, commit_ts:
     if make is not _construct_fast:   # pydantic changed under us: the public API
         return [make(command_type=ct, aggregate=agg, aggregate_id=agg_id, entity=ent, entity_id=ent_id,
                      operation=op, payload=payload, before=before, table=table, position=position,
-                     txn_id=txn_id, commit_ts=commit_ts, index=index)
-                for ct, agg, agg_id, ent, ent_id, op, payload, before, table, index in wire]
+                     txn_id=txn_id, commit_ts=commit_ts, index=index, soft=soft)
+                for ct, agg, agg_id, ent, ent_id, op, payload, before, table, index, soft in wire]
     # _construct_fast unrolled (no **kwargs dict, the field-name set copied from a template): this
     # runs once per command on the bridge's main loop, where it was a tenth of the GIL's time
     new, setattr_, names = _new, _setattr, _COMMAND_FIELDS
     out = []
     append = out.append
-    for ct, agg, agg_id, ent, ent_id, op, payload, before, table, index in wire:
+    for ct, agg, agg_id, ent, ent_id, op, payload, before, table, index, soft in wire:
         obj = new(Command)
         setattr_(obj, "__dict__", {"command_type": ct, "aggregate": agg, "aggregate_id": agg_id, "entity": ent,
                                    "entity_id": ent_id, "operation": op, "payload": payload, "before": before,
                                    "table": table, "position": position, "txn_id": txn_id, "commit_ts": commit_ts,
-                                   "index": index})
+                                   "index": index, "soft": soft})
         setattr_(obj, "__pydantic_fields_set__", names.copy())
         setattr_(obj, "__pydantic_extra__", None)
         setattr_(obj, "__pydantic_private__", None)
@@ -326,7 +326,7 @@ def commands_from_wire(wire: list[tuple], position: Any, txn_id: str, commit_ts:
 
 
 _COMMAND_FIELDS = {"command_type", "aggregate", "aggregate_id", "entity", "entity_id", "operation", "payload",
-                   "before", "table", "position", "txn_id", "commit_ts", "index"}
+                   "before", "table", "position", "txn_id", "commit_ts", "index", "soft"}
 assert _COMMAND_FIELDS == set(Command.model_fields), "Command's fields changed: update commands_from_wire"
 
 
@@ -467,8 +467,8 @@ class TableTranslator:
                 b_in = self.captured(before)
                 a_in = self.captured(after)
                 if not a_in:
-                    if b_in:
-                        self._emit("delete", before, index, ctx, out)
+                    if b_in:   # the row left the capture (a soft delete): it still exists
+                        self._emit("delete", before, index, ctx, out, soft=True)
                     return
                 if not b_in:
                     self._emit("insert", after, index, ctx, out)
@@ -500,22 +500,24 @@ class TableTranslator:
             if self.filter is None or self.captured(row):
                 self._emit(op, row, index, ctx, out)
 
-    def _emit(self, op: str, row: dict[str, Any], index: int, ctx: tuple, out: list[Command]) -> None:
+    def _emit(self, op: str, row: dict[str, Any], index: int, ctx: tuple, out: list[Command],
+              soft: bool = False) -> None:
         agg_id, ent_id = self.keys(row)
-        out.append(self._command(op, row, index, ctx, agg_id, ent_id))
+        out.append(self._command(op, row, index, ctx, agg_id, ent_id, soft))
 
-    def _command(self, op: str, row: dict[str, Any], index: int, ctx: tuple, agg_id: str, ent_id: str) -> Command:
+    def _command(self, op: str, row: dict[str, Any], index: int, ctx: tuple, agg_id: str, ent_id: str,
+                 soft: bool = False) -> Command:
         payload = self.payload(row, agg_id)
         # delete: payload and before are the fields before the change (the same dict: Command is frozen)
-        return self._build(op, agg_id, ent_id, payload, payload if op == "delete" else None, index, ctx)
+        return self._build(op, agg_id, ent_id, payload, payload if op == "delete" else None, index, ctx, soft)
 
     def _build(self, op: str, agg_id: str, ent_id: str, payload: dict, before: dict | None,
-               index: int, ctx: tuple) -> Command:
+               index: int, ctx: tuple, soft: bool = False) -> Command:
         position, txn_id, commit_ts = ctx
         return _make_command(
             command_type=self.ctype[op], aggregate=self.aggregate, aggregate_id=agg_id, entity=self.entity,
             entity_id=ent_id, operation=op, payload=payload, before=before, table=self.table,
-            position=position, txn_id=txn_id, commit_ts=commit_ts, index=index)
+            position=position, txn_id=txn_id, commit_ts=commit_ts, index=index, soft=soft)
 
 
 class Translator:

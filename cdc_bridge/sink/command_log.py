@@ -28,6 +28,8 @@ def encode_command(cmd: Command) -> bytes:
         "payload": cmd.payload, "before": cmd.before, "table": cmd.table,
         "position": cmd.position.to_dict(), "txn_id": cmd.txn_id, "commit_ts": cmd.commit_ts, "index": cmd.index,
     }
+    if cmd.soft:   # only when set: older logs (without it) read back the same
+        d["soft"] = True
     return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -115,3 +115,33 @@ def test_restart_and_reapplication_publish_nothing_twice(shop, tmp_path):
     assert len(events) > len(first)
     h.check_unique_and_gapless(events)
     assert h.comparable(h.fold_orders(events)) == h.comparable(h.orders_in_db(conn, db))
+
+
+def test_soft_deleted_order_comes_back_with_its_lines(shop, tmp_path):
+    """deleted_at set: OrderDeleted; its lines changed meanwhile: no events, no dead letters;
+    deleted_at cleared: OrderPlaced with the lines as they are in the database then."""
+    conn, db, topic = shop
+    cfg = h.bridge_config(tmp_path, db)
+    bridge = h.BridgeThread(cfg).start()
+    try:
+        _sql(conn, f"INSERT INTO {db}.orders (id, customer_id, total) VALUES (5, 7, 30.00)",
+             f"INSERT INTO {db}.order_lines VALUES (51, 5, 'A', 1, 10.00), (52, 5, 'B', 2, 10.00)")
+        _sql(conn, f"UPDATE {db}.orders SET deleted_at = NOW() WHERE id = 5")
+        _sql(conn, f"UPDATE {db}.order_lines SET quantity = 4 WHERE id = 51")
+        _sql(conn, f"DELETE FROM {db}.order_lines WHERE id = 52")
+        _sql(conn, f"INSERT INTO {db}.order_lines VALUES (53, 5, 'C', 1, 3.00)")
+        _sql(conn, f"UPDATE {db}.orders SET deleted_at = NULL WHERE id = 5")
+        _sql(conn, f"UPDATE {db}.order_lines SET quantity = 6 WHERE id = 53")
+        bridge.wait_position(conn)
+    finally:
+        bridge.stop()
+
+    events = h.events_of(h.read_topic(topic))
+    h.check_unique_and_gapless(events)
+    assert [e["event_type"] for e in events] == ["OrderPlaced", "OrderDeleted", "OrderPlaced", "OrderLineChanged"]
+    back = events[2]["data"]
+    assert sorted((l["line_id"], l["quantity"]) for l in back["lines"]) == [(51, 4), (53, 1)]
+    assert events[3]["data"]["line_id"] == 53 and events[3]["data"]["changes"] == {"quantity": {"from": 1, "to": 6}}
+    assert h.comparable(h.fold_orders(events)) == h.comparable(h.orders_in_db(conn, db))
+    dead = h.events_of(h.read_topic(f"it-{db}.dead-letter", timeout=5))
+    assert dead == [], dead

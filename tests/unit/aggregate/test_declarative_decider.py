@@ -12,7 +12,8 @@ import pytest
 from cdc_bridge.aggregate.declarative import DeclarativeDecider, singular_pascal
 from cdc_bridge.aggregate.decider import Decision
 from cdc_bridge.aggregate.exceptions import MappingRuleError
-from cdc_bridge.aggregate.testing import Row, SourceScript, decide_and_evolve, delete, insert, snapshot, update
+from cdc_bridge.aggregate.testing import (Row, SourceScript, decide_and_evolve, delete, insert, snapshot, soft_delete,
+                                          update)
 from cdc_bridge.mapping.schema import AggregateMapping
 
 ORDER = dict(order_id=42, customer_id=7, status="pending", total="30.00", currency="EUR", created_at="2026-01-01T10:00:00")
@@ -325,6 +326,51 @@ def test_deleted_root_can_be_created_again(given: Given) -> None:
     given.txn(delete("root", "42", **ORDER))
     d = given.txn(insert("root", "42", **ORDER))
     assert published(d) == ["OrderPlaced"] and d.rejections == []
+
+
+# ---------------------------------------------------------------------------- soft delete (the row left `where`)
+
+
+def test_soft_delete_then_restore_brings_the_lines_back(given: Given) -> None:
+    given.txn(insert("root", "42", **ORDER), insert("lines", "42", "1", **line(1)), insert("lines", "42", "2", **line(2)))
+    ev = only_event(given.txn(soft_delete("root", "42", **ORDER)))
+    assert ev.event_type == "OrderDeleted" and [x["line_id"] for x in ev.data["lines"]] == [1, 2]
+    assert given.state["exists"] is False and given.state["soft_deleted"] is True
+    d = given.txn(insert("root", "42", **ORDER))   # deleted_at cleared: the row is back
+    ev = only_event(d)
+    assert ev.event_type == "OrderPlaced" and d.rejections == []
+    assert ev.data == {**ORDER, "lines": [line(1), line(2)]}
+    assert "soft_deleted" not in given.state and given.state["exists"] is True
+    # the lines are known again: a later change is an event, not an update_of_unknown_child
+    d = given.txn(update("lines", "42", "2", **line(2, quantity=5)))
+    assert published(d) == ["OrderLineChanged"] and d.rejections == []
+
+
+def test_lines_changed_while_their_order_is_soft_deleted_are_applied_silently(given: Given) -> None:
+    given.txn(insert("root", "42", **ORDER), insert("lines", "42", "1", **line(1)), insert("lines", "42", "2", **line(2)))
+    given.txn(soft_delete("root", "42", **ORDER))
+    d = given.txn(update("lines", "42", "1", **line(1, quantity=9)), delete("lines", "42", "2", **line(2)),
+                  insert("lines", "42", "3", **line(3)))
+    assert published(d) == [] and d.rejections == []   # the order is deleted for consumers
+    assert given.state["held"] == {}                    # nothing waits as an orphan
+    ev = only_event(given.txn(insert("root", "42", **{**ORDER, "status": "paid"})))
+    assert ev.event_type == "OrderPlaced"
+    assert ev.data == {**ORDER, "status": "paid", "lines": [line(1, quantity=9), line(3)]}
+
+
+def test_soft_delete_and_restore_in_one_transaction_carry_the_lines(given: Given) -> None:
+    given.txn(insert("root", "42", **ORDER), insert("lines", "42", "1", **line(1)))
+    d = given.txn(soft_delete("root", "42", **ORDER), insert("root", "42", **ORDER))
+    assert published(d) == ["OrderDeleted", "OrderPlaced"]
+    assert d.events[-1].data["lines"] == [line(1)]
+
+
+def test_a_hard_delete_still_drops_the_lines(given: Given) -> None:
+    given.txn(insert("root", "42", **ORDER), insert("lines", "42", "1", **line(1)))
+    given.txn(delete("root", "42", **ORDER))
+    assert given.state["children"] == {} and "soft_deleted" not in given.state
+    ev = only_event(given.txn(insert("root", "42", **ORDER)))
+    assert ev.data == {**ORDER, "lines": []}
 
 
 def test_delete_of_an_unknown_or_deleted_root_is_rejected(given: Given) -> None:

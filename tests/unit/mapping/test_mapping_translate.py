@@ -60,7 +60,7 @@ def test_insert_root_and_child(ms):
     assert dict(root) == {
         "command_type": "CreateOrder", "aggregate": "Order", "aggregate_id": "1", "entity": "root",
         "entity_id": "1", "operation": "insert", "payload": ORDER_FIELDS, "before": None, "table": "shop.orders",
-        "position": t.position, "txn_id": "0-1-42", "commit_ts": 1_700_000_000.0, "index": 0}
+        "position": t.position, "txn_id": "0-1-42", "commit_ts": 1_700_000_000.0, "index": 0, "soft": False}
     assert (child.command_type, child.aggregate_id, child.entity, child.entity_id, child.index) == (
         "AddOrderLine", "1", "lines", "10", 1)
     assert child.payload == {"line_id": 10, "sku": "SKU-1", "quantity": 2, "unit_price": "4.99"}
@@ -165,11 +165,13 @@ def test_root_id_change_is_delete_then_create(ms):
 def test_soft_delete_is_a_delete_and_undelete_an_insert(ms):
     deleted = order(deleted_at="2026-11-28T00:00:00")
     [gone], _ = ms.translate(txn(upd("shop.orders", order(), deleted)))
-    assert (gone.command_type, gone.operation, gone.payload, gone.before) == (
-        "DeleteOrder", "delete", ORDER_FIELDS, ORDER_FIELDS)
+    assert (gone.command_type, gone.operation, gone.payload, gone.before, gone.soft) == (
+        "DeleteOrder", "delete", ORDER_FIELDS, ORDER_FIELDS, True)   # soft: the row is still there
     [back], _ = ms.translate(txn(upd("shop.orders", deleted, order())))
-    assert (back.command_type, back.operation, back.payload, back.before) == (
-        "CreateOrder", "insert", ORDER_FIELDS, None)
+    assert (back.command_type, back.operation, back.payload, back.before, back.soft) == (
+        "CreateOrder", "insert", ORDER_FIELDS, None, False)
+    [hard], _ = ms.translate(txn(dele("shop.orders", order())))
+    assert (hard.operation, hard.soft) == ("delete", False)
 
 
 def test_rows_outside_the_filter_are_ignored(ms):
