@@ -393,6 +393,8 @@ class Bridge:
 
     # ---------------------------------------------------------------- main loop
     def run(self) -> int:
+        loop_tid = threading.get_native_id()
+        self.metrics.cpu.sources = lambda: (loop_tid, getattr(getattr(self._source, "_proc", None), "pid", None))
         try:
             self._open()
             start, replay_until = self._recover()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from cdc_bridge.observability.cpu import ThreadCpuCollector
+
 # Latency buckets from 5 ms to 60 s: the interesting range for CDC lag.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 5, 10, 30, 60)
 
@@ -88,3 +90,6 @@ class BridgeMetrics:
         self.last_loop_timestamp = Gauge(
             "cdc_bridge_last_loop_timestamp_seconds", "Wall-clock time the main loop last made progress or ticked", registry=r
         )
+        # CPU by thread, read at scrape time; the bridge tells it which thread and process are which
+        self.cpu = ThreadCpuCollector()
+        r.register(self.cpu)

@@ -95,6 +95,10 @@ def test_metrics_health_sigterm_and_sighup(fresh_db, tmp_path):
         assert _sample(after, "cdc_bridge_lmdb_size_bytes") > 0
         assert _sample(after, "cdc_bridge_ready") == 1
         assert 'cdc_bridge_source_position_info{binlog_file="mysql-bin.' in after
+        # CPU by role: the main loop (the daemon's main thread here) and the binlog reader process
+        assert _sample(after, "cdc_bridge_cpu_seconds_total", '{thread="main"}') > 0
+        assert _sample(after, "cdc_bridge_cpu_seconds_total", '{thread="reader"}') > 0
+        assert _sample(after, "cdc_bridge_cpu_seconds_total", '{thread="committer"}') >= 0
         # every metric the dashboard and the alert rules use is exported by a running bridge
         exported = {m.group(1) for m in re.finditer(r"^# TYPE (\S+) ", after, re.M)}
         exported |= {n[: -len("_total")] for n in exported if n.endswith("_total")}
