@@ -99,7 +99,6 @@ class _InFlight:
     position: SourcePosition | None   # as given to _flush (None: the batch's own position)
     extra: dict[str, Any] | None
     checkpoint: dict[str, Any]
-    records: list[tuple]
     sealed: Any                       # the store's sealed write set of this batch
     prepared: Any                     # its Kafka records, serialized (publisher.prepare)
     future: "Future[Any] | None" = None
@@ -572,7 +571,7 @@ class Bridge:
         # release the GIL) get it back at once instead of waiting for the committer's Python
         prepared = self.publisher.prepare(batch.events, batch.dead_letters, checkpoint, records)
         sealed = self.store.seal(pos, {**self.checkpoint_extra, **(extra or {}), "batch": number, "origin": origin})
-        return _InFlight(batch, position, extra, checkpoint, records, sealed, prepared)
+        return _InFlight(batch, position, extra, checkpoint, sealed, prepared)
 
     def _commit_batch(self, inflight: _InFlight) -> Any:
         """On the committer thread: the Kafka transaction, then the LMDB write of the same batch."""
@@ -643,7 +642,7 @@ class Bridge:
         m.batches.inc()
         m.kafka_commit_seconds.observe(commit_seconds)
         for t in batch.txns:
-            if t.changes or t.row_counts:
+            if t.row_count:
                 m.end_to_end_seconds.observe(max(0.0, now - t.commit_ts))
         counts: dict[tuple[str, str], int] = {}
         for ev in batch.events:

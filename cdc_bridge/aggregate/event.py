@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+from cdc_bridge.jsoncodec import dumps
 
 TOMBSTONE_HEADER = "cdc-bridge-tombstone"
 """extra_headers[TOMBSTONE_HEADER] == "1": the sink follows the event with a Kafka tombstone (key, null value).
@@ -82,8 +83,8 @@ class DomainEvent:
         return self.aggregate_id.encode("utf-8")
 
     def value(self) -> bytes:
-        """Record value: the envelope as compact JSON, UTF-8."""
-        return json.dumps(self.envelope(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        """Record value: the envelope as compact JSON, UTF-8 (the publisher's codec)."""
+        return dumps(self.envelope())
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Record headers: event_type and event_id (UTF-8), then extra_headers but the tombstone directive."""

@@ -12,9 +12,9 @@ partition is complete, whatever the order in which partitions are fetched.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Iterable
 
+from cdc_bridge.jsoncodec import dumps, loads
 from cdc_bridge.mapping.command import Command
 from cdc_bridge.source.position import SourcePosition
 
@@ -30,11 +30,11 @@ def encode_command(cmd: Command) -> bytes:
     }
     if cmd.soft:   # only when set: older logs (without it) read back the same
         d["soft"] = True
-    return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode()
+    return dumps(d)
 
 
 def decode_command(raw: bytes) -> Command:
-    d = json.loads(raw)
+    d = loads(raw)
     d["position"] = SourcePosition.from_dict(d["position"])
     return Command.model_construct(**d)
 
@@ -46,7 +46,7 @@ def command_log_records(topic: str, partitions: int, partition_for: Callable[[st
     for c in commands:
         out.append((topic, c.aggregate_id.encode(), encode_command(c), partition_for(c.aggregate_id, partitions),
                     [("command_type", c.command_type.encode())]))
-    mark = json.dumps({"watermark": batch_end.to_dict()}, separators=(",", ":")).encode()
+    mark = dumps({"watermark": batch_end.to_dict()})
     for p in range(partitions):
         out.append((topic, None, mark, p, [(WATERMARK_HEADER, b"1")]))
     return out

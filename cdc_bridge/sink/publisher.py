@@ -73,7 +73,6 @@ class PreparedBatch:
 
     messages: list[tuple]      # (topic, key, value, partition | None, headers), the checkpoint last
     checkpoint: dict[str, Any]  # the checkpoint record (build_checkpoint)
-    batch: int
     events: int
     dead_letters: int
     tombstones: int
@@ -224,7 +223,7 @@ class TransactionalPublisher:
         messages, tombstones = self._serialize(events, dead_letters, record)
         if records:
             messages[-1:-1] = records  # the checkpoint record stays last
-        return PreparedBatch(messages, record, record["batch"], len(events), len(dead_letters), tombstones,
+        return PreparedBatch(messages, record, len(events), len(dead_letters), tombstones,
                              time.perf_counter() - t0)
 
     def publish_prepared(self, prepared: PreparedBatch) -> PublishResult:
@@ -255,7 +254,7 @@ class TransactionalPublisher:
             raise
         self._in_transaction = False
         self.batches_committed += 1
-        result = PublishResult(batch=prepared.batch, events=prepared.events, dead_letters=prepared.dead_letters,
+        result = PublishResult(batch=prepared.checkpoint["batch"], events=prepared.events, dead_letters=prepared.dead_letters,
                                tombstones=prepared.tombstones, produce_seconds=t2 - t1, commit_seconds=t3 - t2,
                                total_seconds=t3 - t0, commit_retries=retries)
         self._hook(self.hooks.on_commit, result)

@@ -613,6 +613,15 @@ def _fixed_size(spec: ColumnSpec) -> int | None:
     return None
 
 
+def _length_prefix(spec: ColumnSpec) -> int:
+    """Bytes of the length before a value of this column (0: not a length-prefixed type)."""
+    if spec.type in (FT.VARCHAR, FT.STRING, FT.VAR_STRING):
+        return _string_prefix(spec)
+    if spec.type in (FT.BLOB, FT.JSON, FT.GEOMETRY):
+        return spec.length_size
+    return 0
+
+
 def skipper_for(spec: ColumnSpec) -> Decoder:
     """Like decoder_for but only steps over the value (columns nobody mapped)."""
     size = _fixed_size(spec)
@@ -620,11 +629,8 @@ def skipper_for(spec: ColumnSpec) -> Decoder:
         def skip_fixed(buf: bytes, off: int) -> tuple[Any, int]:
             return None, off + size
         return skip_fixed
-    if spec.type in (FT.VARCHAR, FT.STRING, FT.VAR_STRING):
-        prefix = _string_prefix(spec)
-    elif spec.type in (FT.BLOB, FT.JSON, FT.GEOMETRY):
-        prefix = spec.length_size
-    else:
+    prefix = _length_prefix(spec)
+    if not prefix:
         return decoder_for(spec)
 
     def skip_var(buf: bytes, off: int) -> tuple[Any, int]:
@@ -690,12 +696,7 @@ def _native_op(spec: ColumnSpec, skip: bool) -> tuple[str, int, int, tuple[str, 
     """
     t = spec.type
     size = _fixed_size(spec)
-    if t in (FT.VARCHAR, FT.STRING, FT.VAR_STRING):
-        prefix = _string_prefix(spec)
-    elif t in (FT.BLOB, FT.JSON, FT.GEOMETRY):
-        prefix = spec.length_size
-    else:
-        prefix = 0
+    prefix = _length_prefix(spec)
     call = ("call", size if size is not None and size >= 0 else 0, prefix if 0 <= prefix <= 4 else 0, None)
     if skip:
         if size is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -15,14 +16,29 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from cdc_bridge.source import SourceSettings
 from devenv import kafka, mariadb
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER_CREATED = {"OrderPlaced", "OrderSnapshotted"}
 ORDER_UPDATED = {"OrderUpdated", "OrderPaid", "OrderShipped", "OrderCancelled"}
+
+
+def source_settings(mysql_settings: dict, **kw: Any) -> SourceSettings:
+    """Settings of a source test: a random replica server_id, short heartbeats and timeouts."""
+    base = dict(host=mysql_settings["host"], port=mysql_settings["port"], user=mysql_settings["user"],
+                password=mysql_settings["password"], server_id=random.randint(1000, 60000),
+                heartbeat_seconds=0.5, read_timeout_seconds=5, reconnect_initial_backoff=0.2)
+    base.update(kw)
+    return SourceSettings(**base)
+
+
+def connect_db(mysql_settings: dict, db: str | None = None) -> pymysql.connections.Connection:
+    return pymysql.connect(**mysql_settings, database=db, autocommit=True, charset="utf8mb4")
 
 
 def write_orders_mapping(directory: Path, schema: str) -> str:

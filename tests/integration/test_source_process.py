@@ -23,13 +23,12 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import pymysql
 import pytest
 
 from cdc_bridge.source import (BinlogSource, PositionPurgedError, ServerIdConflictError, SourceError,
                                SourcePosition, SourceSettings, SourceTransaction)
 from cdc_bridge.source.preflight import current_position
-from bridge_harness import wait_for
+from bridge_harness import connect_db, source_settings, wait_for
 from cdc_bridge.source.process import ProcessSource, ReaderProcessError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,15 +37,10 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def make_settings(mysql_settings: dict, **kw) -> SourceSettings:
-    base = dict(host=mysql_settings["host"], port=mysql_settings["port"], user=mysql_settings["user"],
-                password=mysql_settings["password"], server_id=random.randint(1000, 60000),
-                heartbeat_seconds=0.3, read_timeout_seconds=5, reconnect_initial_backoff=0.2)
-    base.update(kw)
-    return SourceSettings(**base)
+    return source_settings(mysql_settings, **{"heartbeat_seconds": 0.3, **kw})
 
 
-def connect(mysql_settings: dict, db: str | None = None) -> pymysql.connections.Connection:
-    return pymysql.connect(**mysql_settings, database=db, autocommit=True, charset="utf8mb4")
+connect = connect_db
 
 
 # ------------------------------------------------------------------ processes and connections

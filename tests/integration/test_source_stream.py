@@ -7,22 +7,21 @@ without changes of our tables.
 
 from __future__ import annotations
 
-import random
 import socket
 import threading
 import time
 import uuid
 
-import pymysql
 import pytest
 
 import cdc_bridge.source.binlog as binlog_module
 import cdc_bridge.source.preflight as preflight_module
 from cdc_bridge.source import (BinlogSource, MissingPrivilegesError, PositionPurgedError, RowChange,
-                               ServerIdConflictError, SourcePosition, SourceSettings, SourceTransaction,
+                               ServerIdConflictError, SourcePosition, SourceTransaction,
                                check_server)
 from cdc_bridge.source.gtid import parse_mariadb_gtid_list
 from cdc_bridge.source.preflight import current_position
+from bridge_harness import connect_db, source_settings
 
 
 class Collector:
@@ -74,16 +73,8 @@ class Collector:
         assert not self.thread.is_alive(), "transactions() did not end after stop()"
 
 
-def make_settings(mysql_settings: dict, **kw) -> SourceSettings:
-    base = dict(host=mysql_settings["host"], port=mysql_settings["port"], user=mysql_settings["user"],
-                password=mysql_settings["password"], server_id=random.randint(1000, 60000),
-                heartbeat_seconds=0.5, read_timeout_seconds=5, reconnect_initial_backoff=0.2)
-    base.update(kw)
-    return SourceSettings(**base)
-
-
-def connect(mysql_settings: dict, db: str | None = None) -> pymysql.connections.Connection:
-    return pymysql.connect(**mysql_settings, database=db, autocommit=True, charset="utf8mb4")
+make_settings = source_settings
+connect = connect_db
 
 
 @pytest.fixture

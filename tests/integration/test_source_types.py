@@ -6,14 +6,13 @@ docs/types.md is the contract; each expected value below is a row of that table.
 from __future__ import annotations
 
 import base64
-import random
 import threading
 
-import pymysql
 import pytest
 
-from cdc_bridge.source import BinlogSource, RowChange, SourceSettings, SourceTransaction
+from cdc_bridge.source import BinlogSource, RowChange, SourceTransaction
 from cdc_bridge.source.preflight import current_position
+from bridge_harness import connect_db, source_settings
 
 TABLE_DDL = """
 CREATE TABLE `{db}`.`all_types` (
@@ -134,14 +133,8 @@ class Collector:
         assert not self.thread.is_alive(), "transactions() did not end after stop()"
 
 
-def settings(mysql_settings: dict) -> SourceSettings:
-    return SourceSettings(host=mysql_settings["host"], port=mysql_settings["port"], user=mysql_settings["user"],
-                          password=mysql_settings["password"], server_id=random.randint(1000, 60000),
-                          heartbeat_seconds=0.5, read_timeout_seconds=5, reconnect_initial_backoff=0.2)
-
-
-def connect(mysql_settings: dict, db: str) -> pymysql.connections.Connection:
-    return pymysql.connect(**mysql_settings, database=db, autocommit=True, charset="utf8mb4")
+settings = source_settings
+connect = connect_db
 
 
 def _insert(cur, row: dict) -> None:
