@@ -521,7 +521,7 @@ def state_size(variant: Variant, work: Path, aggregates: int, tag: str) -> dict[
 STAGES = [  # (label, file suffix, function): cumulative time in the bridge's threads
     ("source: BinlogSource (read+decode; 0 with the reader process)", "source/binlog.py", "_stream"),
     ("  decode rows", "source/binlog.py", "_decode_rows"),
-    ("source: ProcessSource (pipe + unpickle)", "source/process.py", "transactions"),
+    ("source: ProcessSource (pipe + unpickle)", "ingest/reader_process.py", "transactions"),
     ("mapping: translate", "mapping/loader.py", "translate"),
     ("aggregates: runtime.apply", "aggregate/runtime.py", "apply"),
     ("  decide", "aggregate/declarative.py", "decide"),

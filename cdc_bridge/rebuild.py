@@ -12,7 +12,6 @@ until stopped. docs/operations.md explains how consumers and the bridge switch o
 from __future__ import annotations
 
 import heapq
-import json
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from cdc_bridge.config import BridgeConfig, CommandLogSettings
 from cdc_bridge.mapping.loader import MappingSet
-from cdc_bridge.sink.command_log import WATERMARK_HEADER, decode_command
+from cdc_bridge.ingest.commands_topic import decode_record
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.transaction import SourceTransaction
 
@@ -81,36 +80,33 @@ class CommandLogSource:
         ends = self._end_offsets()
         c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.partitions)])
         marks: dict[int, tuple[int, int]] = {}
+        # (order key, 0 = commands | 1 = sweep, partition, offset, record): a sweep follows the chunks it ends
         heap: list[tuple[tuple[int, int], int, int, int, Any]] = []
         try:
             while not self._stop.is_set():
                 for msg in c.consume(5000, 0.2):
                     if msg.error():
                         continue
-                    if any(k == WATERMARK_HEADER for k, _ in (msg.headers() or [])):
-                        marks[msg.partition()] = SourcePosition.from_dict(json.loads(msg.value())["watermark"]).order_key
+                    rec = decode_record(msg.value(), msg.headers())
+                    if rec.kind == "watermark":
+                        marks[msg.partition()] = rec.order_key
                         continue
-                    cmd = decode_command(msg.value())
-                    heapq.heappush(heap, (cmd.position.order_key, cmd.index, msg.partition(), msg.offset(), cmd))
+                    heapq.heappush(heap, (rec.order_key, 1 if rec.kind == "sweep" else 0, msg.partition(),
+                                          msg.offset(), rec))
                 yielded = False
                 if len(marks) == self.partitions:
                     # everything at or below the lowest watermark has arrived from every partition
                     low = min(marks.values())
                     while heap and heap[0][0] <= low:
-                        key = heap[0][0]
+                        key, kind = heap[0][0], heap[0][1]
                         entries = []
-                        while heap and heap[0][0] == key:
+                        while heap and heap[0][0] == key and heap[0][1] == kind:
                             entries.append(heapq.heappop(heap))
-                        cmds = [e[4] for e in entries]
                         if key <= self.start.order_key:
                             continue
                         if not self.caught_up.is_set() and all(off >= ends[part] for _, _, part, off, _ in entries):
                             self._check_caught_up(ends, heap)   # before the first transaction logged after the start
-                        first = cmds[0]
-                        own_gtid = None if first.txn_id == f"{first.position.binlog_file}:{first.position.binlog_pos}" \
-                            else first.txn_id
-                        yield SourceTransaction(gtid=own_gtid, commit_ts=first.commit_ts, position=first.position,
-                                                changes=[], commands=cmds)
+                        yield _transaction(entries)
                         yielded = True
                 if not self.caught_up.is_set():
                     self._check_caught_up(ends, heap)
@@ -129,6 +125,18 @@ class CommandLogSource:
     def _at(self, ends: dict[int, int]) -> bool:
         positions = self._consumer.position([TopicPartition(self.topic, p) for p in range(self.partitions)])
         return all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in positions)
+
+
+def _transaction(entries: list[tuple[Any, ...]]) -> SourceTransaction:
+    """The records of one source transaction (its parts on several partitions) as one transaction again."""
+    first = entries[0][4]
+    if first.kind == "sweep":
+        return SourceTransaction(gtid=None, commit_ts=first.commit_ts, position=first.position, changes=[],
+                                 sweep_from=first.stream_from)
+    cmds = [c for e in entries for c in e[4].commands]
+    cmds.sort(key=lambda c: c.index)
+    return SourceTransaction(gtid=first.gtid, commit_ts=first.commit_ts, position=first.position, changes=[],
+                             commands=cmds, full_image=any(e[4].full_image for e in entries))
 
 
 def run_rebuild(config: BridgeConfig, mappings: MappingSet, version: int, until_caught_up: bool,

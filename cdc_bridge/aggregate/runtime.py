@@ -27,7 +27,7 @@ transaction committed, `rollback()` after it aborted (then redo the batch).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -128,10 +128,15 @@ class AggregateRuntime:
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, commands: list[Command], txn: TxnInfo) -> ApplyResult:
-        """Apply the commands of ONE source transaction (binlog order). Deterministic; see the module doc."""
+    def apply(self, commands: list[Command], txn: TxnInfo, partitions: Collection[int] | None = None) -> ApplyResult:
+        """Apply the commands of ONE source transaction (binlog order). Deterministic; see the module doc.
+
+        partitions: where held children may expire at this transaction's time (default: all). An
+        aggregate worker passes the one partition the commands came from: each partition's expiry then
+        depends on that partition's own records only, whichever worker owns it.
+        """
         result = ApplyResult()
-        result.dead_letters.extend(self.expire_held(txn.commit_ts))
+        result.dead_letters.extend(self.expire_held(txn.commit_ts, partitions))
 
         groups: dict[tuple[str, str], list[Command]] = {}
         for cmd in commands:
@@ -260,7 +265,7 @@ class AggregateRuntime:
 
     # ------------------------------------------------------------------ held children bounds
 
-    def expire_held(self, now_source_ts: float) -> list[DeadLetter]:
+    def expire_held(self, now_source_ts: float, partitions: Collection[int] | None = None) -> list[DeadLetter]:
         """Drop the children held longer than held_max_age_seconds at source time `now_source_ts`.
 
         Called by apply() with the transaction's commit_ts; age is measured in source time so
@@ -268,7 +273,7 @@ class AggregateRuntime:
         """
         if self.held_max_age_seconds is None:
             return []
-        due = self.store.held_due(now_source_ts - self.held_max_age_seconds)
+        due = self.store.held_due(now_source_ts - self.held_max_age_seconds, partitions)
         out: list[DeadLetter] = []
         for ref in due:
             dl = self._expire(
@@ -335,9 +340,9 @@ class AggregateRuntime:
             },
         )
 
-    def held_stats(self) -> tuple[int, float | None]:
-        """(held children in all partitions, source commit time of the oldest or None): for metrics."""
-        return self.store.held_stats()
+    def held_stats(self, partitions: Collection[int] | None = None) -> tuple[int, float | None]:
+        """(held children in these partitions (default all), source commit time of the oldest or None): metrics."""
+        return self.store.held_stats(partitions)
 
     # ------------------------------------------------------------------ batch boundaries
 

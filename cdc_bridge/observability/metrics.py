@@ -11,6 +11,11 @@ from cdc_bridge.observability.cpu import ThreadCpuCollector
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 5, 10, 30, 60)
 
 
+# Dead-letter reasons raised by the mapping stage or held-children bounds; every other
+# reason is an aggregate's rejection of a command.
+MAPPING_REASONS = frozenset({"coercion_failed", "null_key", "missing_column", "bad_row", "orphan"})
+
+
 class BridgeMetrics:
     """All metrics in one object with its own registry, so tests can run several bridges."""
 
@@ -81,6 +86,41 @@ class BridgeMetrics:
             "cdc_bridge_snapshot_progress_ratio", "Snapshot progress, 0..1 (estimated from table statistics); 1 when done",
             registry=r,
         )
+        # aggregate workers (scale-out, docs/scaling.md); the series of a partition leave with it
+        self.worker_partitions = Gauge(
+            "cdc_bridge_worker_partitions", "Commands partitions this worker owns (restored and processing)", registry=r
+        )
+        self.worker_offset = Gauge(
+            "cdc_bridge_worker_partition_offset", "Next offset of the commands partition this worker committed",
+            ["partition"], registry=r,
+        )
+        self.worker_lag_records = Gauge(
+            "cdc_bridge_worker_partition_lag_records", "Records of the commands partition not yet applied",
+            ["partition"], registry=r,
+        )
+        self.worker_lag_seconds = Gauge(
+            "cdc_bridge_worker_partition_lag_seconds",
+            "Seconds between now and the source commit time of the last record applied from the partition",
+            ["partition"], registry=r,
+        )
+        self.restore_progress = Gauge(
+            "cdc_bridge_worker_restore_progress_ratio", "Restore of a partition's state from the changelog, 0..1",
+            ["partition"], registry=r,
+        )
+        self.restored_records = Counter(
+            "cdc_bridge_worker_restored_records", "Changelog records written into local state by restores", registry=r
+        )
+        self.restores = Counter(
+            "cdc_bridge_worker_restores",
+            "Partitions assigned, by what their state needed: current | incremental | full | none", ["kind"], registry=r
+        )
+        self.restore_seconds = Histogram(
+            "cdc_bridge_worker_restore_duration_seconds", "Duration of partition restores",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800), registry=r,
+        )
+        self.rebalances = Counter(
+            "cdc_bridge_worker_rebalances", "Partitions assigned, revoked or lost in rebalances", ["event"], registry=r
+        )
         # health
         self.reconnects = Counter(
             "cdc_bridge_reconnects", "Reconnections by component and reason", ["component", "reason"], registry=r
@@ -93,3 +133,16 @@ class BridgeMetrics:
         # CPU by thread, read at scrape time; the bridge tells it which thread and process are which
         self.cpu = ThreadCpuCollector()
         r.register(self.cpu)
+
+    def count_outcome(self, events: list, dead_letters: list) -> None:
+        """Counters of published events and dead letters (embedded bridge and workers alike)."""
+        counts: dict[tuple[str, str], int] = {}
+        for ev in events:
+            k = (ev.aggregate, ev.event_type)
+            counts[k] = counts.get(k, 0) + 1
+        for (aggregate, event_type), n in counts.items():
+            self.events_published.labels(aggregate, event_type).inc(n)
+        for dl in dead_letters:
+            self.dead_letters.labels(dl.reason).inc()
+            if dl.aggregate and dl.reason not in MAPPING_REASONS:
+                self.rejections.labels(dl.aggregate, dl.reason).inc()

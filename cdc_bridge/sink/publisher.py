@@ -72,7 +72,7 @@ class PreparedBatch:
     """A batch serialized for its Kafka transaction (TransactionalPublisher.prepare)."""
 
     messages: list[tuple]      # (topic, key, value, partition | None, headers), the checkpoint last
-    checkpoint: dict[str, Any]  # the checkpoint record (build_checkpoint)
+    checkpoint: dict[str, Any] | None  # the checkpoint record (build_checkpoint); None for a worker's batch
     events: int
     dead_letters: int
     tombstones: int
@@ -100,9 +100,12 @@ class TransactionalPublisher:
                  hooks: PublisherHooks | None = None, *, retry: RetryPolicy | None = None,
                  operation_timeout_s: float = 30.0, poll_every: int = 1000,
                  producer_factory: Callable[[dict[str, Any]], Any] = Producer,
-                 startup_sleep: Callable[[float], None] = time.sleep) -> None:
+                 startup_sleep: Callable[[float], None] = time.sleep,
+                 offsets_of_topic: str | None = None) -> None:
         """startup_sleep: the wait between start()'s attempts while Kafka is unreachable; the
-        bridge passes one that raises when a stop is requested (SIGTERM during startup)."""
+        bridge passes one that raises when a stop is requested (SIGTERM during startup).
+        offsets_of_topic: keep the offset of the last record delivered to each partition of this
+        topic (`delivered_offsets`; an aggregate worker's changelog, where its state resumes)."""
         if not transactional_id:
             raise ValueError("transactional_id must not be empty")
         self.settings = settings
@@ -124,6 +127,8 @@ class TransactionalPublisher:
         self._partitions: dict[str, int] = {}
         self.batches_committed = 0
         self.buffer_full_waits = 0
+        self.offsets_of_topic = offsets_of_topic
+        self.delivered_offsets: dict[int, int] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -134,6 +139,8 @@ class TransactionalPublisher:
         if self._producer is not None:
             return
         conf = producer_config(self.settings, self.transactional_id, java_partitioner=self.partitioner is None)
+        if self.offsets_of_topic is not None:
+            conf["delivery.report.only.error"] = False   # successful deliveries tell the offsets
         conf["error_cb"] = self._on_error
         conf["on_delivery"] = self._on_delivery
         producer = self._producer_factory(conf)
@@ -214,20 +221,29 @@ class TransactionalPublisher:
         return self.publish_prepared(self.prepare(events, dead_letters, checkpoint, records))
 
     def prepare(self, events: Sequence[DomainEvent], dead_letters: Sequence[DeadLetter],
-                checkpoint: Mapping[str, Any], records: Sequence[tuple] = ()) -> PreparedBatch:
+                checkpoint: Mapping[str, Any] | None, records: Sequence[tuple] = ()) -> PreparedBatch:
         """The first half of publish_batch: every record of the batch serialized, no Kafka call
         (the pipeline does this on its main thread, see publish_prepared). Raises FatalPublishError
-        for an event that cannot be serialized or has no topic."""
+        for an event that cannot be serialized or has no topic. checkpoint None: no checkpoint record
+        (an aggregate worker's batch, whose progress is its consumed offsets)."""
         t0 = time.perf_counter()
-        record = build_checkpoint(self.bridge_name, checkpoint, len(events))
+        record = build_checkpoint(self.bridge_name, checkpoint, len(events)) if checkpoint is not None else None
         messages, tombstones = self._serialize(events, dead_letters, record)
         if records:
-            messages[-1:-1] = records  # the checkpoint record stays last
+            if record is not None:
+                messages[-1:-1] = records  # the checkpoint record stays last
+            else:
+                messages.extend(records)
         return PreparedBatch(messages, record, len(events), len(dead_letters), tombstones,
                              time.perf_counter() - t0)
 
-    def publish_prepared(self, prepared: PreparedBatch) -> PublishResult:
-        """The second half of publish_batch: one Kafka transaction with the prepared records."""
+    def publish_prepared(self, prepared: PreparedBatch, *, offsets: Sequence[Any] | None = None,
+                         group_metadata: Any = None) -> PublishResult:
+        """The second half of publish_batch: one Kafka transaction with the prepared records.
+
+        offsets, group_metadata: consumed offsets (TopicPartitions, next offset to read) committed in
+        the same transaction for the consumer group (KIP-447: a member that lost its partitions to a
+        newer generation cannot commit them; its transaction is aborted, BatchAbortedError)."""
         if self._fatal is not None:
             raise self._fatal
         if self._producer is None:
@@ -242,6 +258,8 @@ class TransactionalPublisher:
         try:
             t1 = time.perf_counter()
             self._produce_all(messages)
+            if offsets:
+                p.send_offsets_to_transaction(list(offsets), group_metadata, self.operation_timeout_s)
             if self.hooks.before_commit is not None:
                 self.hooks.before_commit(len(messages))
             t2 = time.perf_counter()
@@ -254,14 +272,15 @@ class TransactionalPublisher:
             raise
         self._in_transaction = False
         self.batches_committed += 1
-        result = PublishResult(batch=prepared.checkpoint["batch"], events=prepared.events, dead_letters=prepared.dead_letters,
+        result = PublishResult(batch=prepared.checkpoint["batch"] if prepared.checkpoint is not None else self.batches_committed,
+                               events=prepared.events, dead_letters=prepared.dead_letters,
                                tombstones=prepared.tombstones, produce_seconds=t2 - t1, commit_seconds=t3 - t2,
                                total_seconds=t3 - t0, commit_retries=retries)
         self._hook(self.hooks.on_commit, result)
         return result
 
     def _serialize(self, events: Sequence[DomainEvent], dead_letters: Sequence[DeadLetter],
-                   record: dict[str, Any]) -> tuple[list[tuple], int]:
+                   record: dict[str, Any] | None) -> tuple[list[tuple], int]:
         """All messages of the batch as (topic, key, value, partition | None, headers), before
         the transaction begins: a serialization problem never leaves a transaction open."""
         out: list[tuple] = []
@@ -320,6 +339,8 @@ class TransactionalPublisher:
                 if dl.aggregate:
                     headers.append(("aggregate", dl.aggregate.encode()))
                 append((dl_topic, dl.aggregate_id.encode() if dl.aggregate_id else None, value, None, headers))
+        if record is None:
+            return out, tombstones
         ckey, cvalue = encode_checkpoint(record)
         cpart = None
         if part is not None:
@@ -485,7 +506,13 @@ class TransactionalPublisher:
     # -- librdkafka callbacks (served by poll/flush/commit on this thread) ---------------
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None and err.code() not in PURGE_CODES:
+        if err is None:
+            if self.offsets_of_topic is not None and msg.topic() == self.offsets_of_topic:
+                p, off = msg.partition(), msg.offset()
+                if off > self.delivered_offsets.get(p, -1):
+                    self.delivered_offsets[p] = off
+            return
+        if err.code() not in PURGE_CODES:
             if len(self._delivery_errors) < 100:
                 self._delivery_errors.append(err)
             if len(self._delivery_errors) == 1:

@@ -52,6 +52,13 @@ class SourceTransaction:
     # Row changes per table when `changes` were translated in the reader process and not
     # carried over (commands/dead_letters hold the translation); None: count `changes`.
     row_counts: dict[str, int] | None = None
+    # Snapshot directives for the apply stage (they travel with the transaction so that a redo after
+    # a Kafka abort, or a worker reading the commands topic, applies them the same way):
+    # full_image: a chunk read over existing state, each root with ALL its children (what the state
+    # knows beyond it was deleted); sweep_from: no commands, delete the aggregates the snapshot that
+    # began at this position did not see.
+    full_image: bool = False
+    sweep_from: SourcePosition | None = None
 
     def rows_by_table(self) -> dict[str, int]:
         """Row changes of this transaction per table (mapped tables only)."""

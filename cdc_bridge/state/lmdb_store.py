@@ -54,12 +54,29 @@ log = structlog.get_logger(__name__)
 FORMAT_VERSION = 1
 RESERVED_META = frozenset({"format", "partitions", "applied_position"})
 _HELD_COUNT = "held_count:"
+PROGRESS = "progress:"
 _LOCK_FILE = "writer.lock"
 _MAX_KEY = 511  # LMDB's default maximum key size (checked against the environment at open)
 
 
 def partition_db_name(partition: int) -> bytes:
     return b"p%04d" % partition
+
+
+def progress_key(partition: int) -> str:
+    """Meta key of an aggregate worker's progress on a partition."""
+    return PROGRESS + partition_db_name(partition).decode()
+
+
+def _may_hold(record_json: bytes) -> bool:
+    """False when the record surely holds no children (checked without parsing the JSON)."""
+    return b'"held_since":null' not in record_json
+
+
+def _held_refs(partition: int, record: dict[str, Any]) -> list["HeldRef"]:
+    state = record.get("state") or {}
+    return [HeldRef(partition, entry["since"], record["aggregate"], record["aggregate_id"], entity, entity_id)
+            for entity, held in (state.get("held") or {}).items() for entity_id, entry in held.items()]
 
 
 def _bounded(key: bytes, limit: int) -> bytes:
@@ -114,12 +131,16 @@ class _Sealed:
     write transaction puts (records already encoded, so later in-place changes cannot leak in).
     """
 
-    __slots__ = ("records", "held", "held_counts", "writes", "given_batch", "state", "batch", "seq", "future")
+    __slots__ = ("records", "held", "held_counts", "writes", "given_batch", "state", "batch", "seq", "future",
+                 "encoded")
 
     def __init__(self, records: dict[int, dict[bytes, Any]], held: dict[int, _HeldBatch],
                  held_counts: dict[int, int], writes: list[tuple[Any, bytes, bytes | None]],
-                 given_batch: int | None) -> None:
+                 given_batch: int | None, encoded: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
         self.records = records
+        # partition -> the batch's records as written (key, JSON value; None: deleted): an aggregate
+        # worker sends the same bytes to its changelog topic
+        self.encoded = encoded
         self.held = held
         self.held_counts = held_counts
         self.writes = writes
@@ -445,15 +466,15 @@ class LmdbStateStore:
             since, aggregate, aggregate_id, entity, entity_id = _loads(raw)
             yield HeldRef(partition, since, aggregate, aggregate_id, entity, entity_id)
 
-    def held_due(self, before: float) -> list[HeldRef]:
-        """Every held entry (all partitions) with since < before, oldest first.
+    def held_due(self, before: float, partitions: Iterable[int] | None = None) -> list[HeldRef]:
+        """Every held entry of `partitions` (default: all) with since < before, oldest first.
 
         Cheap when nothing is due: a lower bound of `since` per partition is kept in memory.
         The caller is expected to remove what it gets.
         """
         self._check_open()
         due: list[HeldRef] = []
-        for p in range(self.partitions):
+        for p in (range(self.partitions) if partitions is None else partitions):
             floor = self._held_floor.get(p)
             if floor is not None and floor >= before:
                 continue
@@ -470,12 +491,12 @@ class LmdbStateStore:
         due.sort(key=lambda r: (r.since, r.partition, self._held_key(r)))
         return due
 
-    def held_stats(self) -> tuple[int, float | None]:
-        """(held children in all partitions, since of the oldest or None), including the current batch."""
+    def held_stats(self, partitions: Iterable[int] | None = None) -> tuple[int, float | None]:
+        """(held children in `partitions` (default all), since of the oldest or None), including the current batch."""
         self._check_open()
         count = 0
         oldest: float | None = None
-        for p in range(self.partitions):
+        for p in (range(self.partitions) if partitions is None else partitions):
             n = self.held_count(p)
             count += n
             if n:
@@ -515,8 +536,9 @@ class LmdbStateStore:
         self.release_written()
         return layer.batch
 
-    def seal(self, position: SourcePosition, extra_meta: dict[str, Any] | None = None) -> _Sealed:
-        """Fix the open batch for writing (see commit() for extra_meta); a new open batch starts on top of it."""
+    def seal(self, position: SourcePosition | None, extra_meta: dict[str, Any] | None = None) -> _Sealed:
+        """Fix the open batch for writing (see commit() for extra_meta); a new open batch starts on top of it.
+        position None: the applied position stays (a worker's progress is per partition, in extra_meta)."""
         self._check_writable()
         extra = dict(extra_meta or {})
         for k in extra:
@@ -526,21 +548,34 @@ class LmdbStateStore:
         if given_batch is not None and (not isinstance(given_batch, int) or isinstance(given_batch, bool)):
             raise ValueError(f"extra_meta['batch'] must be an int, got {given_batch!r}")
         writes: list[tuple[Any, bytes, bytes | None]] = []
+        encoded: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for p, cache in self._records.items():
             db = self._pdb[p]
-            writes.extend((db, k, _dumps(r.to_json_dict()) if r is not None else None) for k, r in cache.items())
+            kv = encoded[p] = [(k, _dumps(r.to_json_dict()) if r is not None else None) for k, r in cache.items()]
+            writes.extend((db, k, v) for k, v in kv)
         for batch in self._held.values():
             writes.extend((self._held_db, k, v) for k, v in batch.changes.items())
         for p, n in self._held_counts.items():
             writes.append((self._meta_db, (_HELD_COUNT + partition_db_name(p).decode()).encode(), _dumps(n)))
-        writes.append((self._meta_db, b"applied_position", _dumps(position.to_dict())))
+        if position is not None:
+            writes.append((self._meta_db, b"applied_position", _dumps(position.to_dict())))
         writes.extend((self._meta_db, k.encode("utf-8"), _dumps(v)) for k, v in extra.items())
-        layer = _Sealed(self._records, self._held, self._held_counts, writes, given_batch)
+        layer = _Sealed(self._records, self._held, self._held_counts, writes, given_batch, encoded)
         self._sealed_seq += 1
         layer.seq = self._sealed_seq
         self._records, self._held, self._held_counts = {}, {}, {}
         self._sealed.append(layer)
         return layer
+
+    def amend(self, layer: _Sealed, extra_meta: dict[str, Any]) -> None:
+        """More meta keys for a sealed batch not written yet (what is known only after its Kafka commit:
+        an aggregate worker's changelog offsets)."""
+        if layer.state is not None or layer.future is not None:
+            raise StateStoreError("amend: the batch is already being written")
+        for k in extra_meta:
+            if k in RESERVED_META or k.startswith(_HELD_COUNT):
+                raise ValueError(f"extra_meta key {k!r} is reserved by the state store")
+        layer.writes.extend((self._meta_db, k.encode("utf-8"), _dumps(v)) for k, v in extra_meta.items())
 
     def write(self, layer: _Sealed) -> None:
         """The LMDB write transaction of a sealed batch, on the calling thread (any thread; it touches
@@ -662,6 +697,70 @@ class LmdbStateStore:
             )
         self._env.set_mapsize(new)
         log.warning("state_store_map_grown", path=str(self.path), map_size=new)
+
+    # ------------------------------------------------------------------ partitions of a worker
+
+    def partition_progress(self, partition: int) -> dict[str, Any] | None:
+        """An aggregate worker's committed progress on a partition ({"commands_offset", "changelog_offset"}),
+        or None when this store never held the partition."""
+        self._check_open()
+        self._check_partition(partition)
+        with self._env.begin(db=self._meta_db) as txn:
+            raw = txn.get(progress_key(partition).encode())
+        return _loads(raw) if raw is not None else None
+
+    def restore_partition(self, partition: int, entries: list[tuple[bytes, bytes | None]],
+                          progress: dict[str, Any] | None = None, *, wipe: bool = False) -> None:
+        """Write records read from a changelog as they are (key, record JSON; None deletes), keeping the
+        held-children index in step, in ONE write transaction; progress (when given) is written with them.
+        wipe: forget the partition first (records, index, progress). Only between batches: nothing open."""
+        self._check_writable()
+        self._check_partition(partition)
+        if self._records or self._held or self._held_counts or self._sealed:
+            raise StateStoreError("restore_partition with a batch open or being written; commit it first")
+        db = self._pdb[partition]
+        prefix = self._held_prefix(partition)
+        count_key = (_HELD_COUNT + partition_db_name(partition).decode()).encode()
+        with self._write_lock:
+            self._end_read()
+            while True:
+                try:
+                    with self._env.begin(write=True) as txn:
+                        if wipe:
+                            txn.drop(db, delete=False)
+                            cur = txn.cursor(db=self._held_db)
+                            if cur.set_range(prefix):
+                                while cur.key().startswith(prefix):
+                                    if not cur.delete():
+                                        break
+                            txn.delete(progress_key(partition).encode(), db=self._meta_db)
+                            held = 0
+                        else:
+                            raw = txn.get(count_key, db=self._meta_db)
+                            held = _loads(raw) if raw is not None else 0
+                        for key, value in entries:
+                            old = txn.get(key, db=db)
+                            if old is not None and _may_hold(old):
+                                for ref in _held_refs(partition, _loads(old)):
+                                    if txn.delete(self._held_key(ref), db=self._held_db):
+                                        held -= 1
+                            if value is None:
+                                txn.delete(key, db=db)
+                                continue
+                            txn.put(key, value, db=db)
+                            if _may_hold(value):
+                                for ref in _held_refs(partition, _loads(value)):
+                                    if txn.put(self._held_key(ref), _dumps([ref.since, ref.aggregate, ref.aggregate_id,
+                                                                             ref.entity, ref.entity_id]),
+                                               db=self._held_db, overwrite=False):
+                                        held += 1
+                        txn.put(count_key, _dumps(max(0, held)), db=self._meta_db)
+                        if progress is not None:
+                            txn.put(progress_key(partition).encode(), _dumps(progress), db=self._meta_db)
+                    break
+                except lmdb.MapFullError:
+                    self._grow()
+        self._held_floor.pop(partition, None)
 
     # ------------------------------------------------------------------ meta, stats
 

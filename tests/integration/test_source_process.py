@@ -5,7 +5,7 @@ is shared with other tests (and maybe other sessions): their transactions show u
 transactions without changes, so assertions only count changes of our own tables.
 
 The reader child is found the way an operator would find it: the process whose command line
-is `python -m cdc_bridge.source.process FD PARENT_PID`.
+is `python -m cdc_bridge.ingest.reader_process FD PARENT_PID`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from cdc_bridge.source import (BinlogSource, PositionPurgedError, ServerIdConfli
                                SourcePosition, SourceSettings, SourceTransaction)
 from cdc_bridge.source.preflight import current_position
 from bridge_harness import connect_db, source_settings, wait_for
-from cdc_bridge.source.process import ProcessSource, ReaderProcessError
+from cdc_bridge.ingest.reader_process import ProcessSource, ReaderProcessError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 15.0
@@ -47,7 +47,7 @@ connect = connect_db
 
 
 def reader_pids(parent_pid: int | None = None) -> list[int]:
-    """Pids of live (not zombie) `python -m cdc_bridge.source.process FD PARENT_PID` processes."""
+    """Pids of live (not zombie) `python -m cdc_bridge.ingest.reader_process FD PARENT_PID` processes."""
     parent = str(parent_pid if parent_pid is not None else os.getpid())
     found = []
     for entry in os.listdir("/proc"):
@@ -59,7 +59,7 @@ def reader_pids(parent_pid: int | None = None) -> list[int]:
         except OSError:
             continue
         args = [a.decode(errors="replace") for a in argv if a]
-        if "cdc_bridge.source.process" in args and args[-1] == parent and alive(int(entry)):
+        if "cdc_bridge.ingest.reader_process" in args and args[-1] == parent and alive(int(entry)):
             found.append(int(entry))
     return found
 
@@ -442,7 +442,7 @@ def test_on_reconnect_called_in_parent_when_child_connection_is_killed(mysql_set
 PARENT_SCRIPT = textwrap.dedent("""
     import json, sys
     from cdc_bridge.source import SourceSettings
-    from cdc_bridge.source.process import ProcessSource
+    from cdc_bridge.ingest.reader_process import ProcessSource
 
     settings = SourceSettings(**json.loads(sys.argv[1]))
     source = ProcessSource(settings, {sys.argv[2]: None}, log_level="WARNING")

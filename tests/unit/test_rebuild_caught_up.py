@@ -29,7 +29,8 @@ from cdc_bridge.aggregate.router import partition_for
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.mapping.command import Command
 from cdc_bridge.rebuild import CommandLogSource
-from cdc_bridge.sink.command_log import command_log_records, decode_command
+from cdc_bridge.ingest import commands_topic
+from cdc_bridge.ingest.commands_topic import decode_record
 from cdc_bridge.sink.settings import KafkaSettings
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.settings import SourceSettings
@@ -248,8 +249,19 @@ def source_txn(n: int, aggregate_ids: list[str], *, gtid_txn_id: bool = True) ->
 
 def batch_records(partitions: int, txns: list[list[Command]]) -> list[tuple]:
     """One Kafka transaction of the bridge: its commands, then a watermark (the batch end) on every partition."""
-    cmds = [c for t in txns for c in t]
-    return command_log_records(TOPIC, partitions, partition_for, cmds, txns[-1][0].position)
+    end = txns[-1][0]
+    return commands_topic.batch_records(TOPIC, partitions, partition_for, [(t, _txn_of(t)) for t in txns],
+                                        end.position, end.commit_ts)
+
+
+def is_mark(rec: tuple) -> bool:
+    return commands_topic.record_kind(rec[4]) == commands_topic.WATERMARK
+
+
+def _txn_of(cmds: list[Command]) -> SourceTransaction:
+    c = cmds[0]
+    gtid = c.txn_id if c.txn_id == c.position.gtid else None
+    return SourceTransaction(gtid=gtid, commit_ts=c.commit_ts, position=c.position)
 
 
 class Shop:
@@ -456,9 +468,9 @@ def test_not_caught_up_while_a_command_from_before_the_end_waits_for_a_watermark
     shop.commit_batch()                                    # T1, committed
     t2 = shop.txn_on(0)
     rec_t2 = batch_records(2, [t2])
-    marks = {r[3]: r for r in rec_t2 if r[1] is None}
+    marks = {r[3]: r for r in rec_t2 if is_mark(r)}
     open_txn = log.begin()
-    open_txn.produce([r for r in rec_t2 if r[1] is not None] + [marks[0]])
+    open_txn.produce([r for r in rec_t2 if not is_mark(r)] + [marks[0]])
     end_a, end_b = log.high(0), log.high(1)
 
     src, consumer, rec = make_source(monkeypatch, log)
@@ -562,8 +574,8 @@ def test_interleaved_partitions_come_out_in_source_order(monkeypatch, partition_
         "mysql-bin.000001", "mysql-bin.000002", "mysql-bin.000003", "mysql-bin.000004"}
     # every partition holds commands of several transactions, so the merge really interleaves them
     for p in range(4):
-        txns_here = {decode_command(e.record[2]).payload["txn"] for e in log.entries[p]
-                     if not e.marker and e.record[1] is not None}
+        txns_here = {decode_record(e.record[2], e.record[4]).commands[0].payload["txn"] for e in log.entries[p]
+                     if not e.marker and commands_topic.record_kind(e.record[4]) == commands_topic.TXN}
         assert len(txns_here) >= 3, (p, txns_here)
 
     src, consumer, _rec = make_source(monkeypatch, log)

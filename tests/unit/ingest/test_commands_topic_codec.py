@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cdc_bridge.mapping.command import Command
-from cdc_bridge.sink.command_log import decode_command, encode_command
+from cdc_bridge.ingest.commands_topic import decode_command, encode_command
 from cdc_bridge.source.position import SourcePosition
 
 

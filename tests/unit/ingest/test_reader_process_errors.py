@@ -16,7 +16,7 @@ import pytest
 from cdc_bridge.source.errors import (BinlogDisabledError, BinlogSettingsError, MissingPrivilegesError,
                                       PositionPurgedError, ServerIdConflictError, SourceError,
                                       SourceUnavailableError)
-from cdc_bridge.source.process import ReaderProcessError, _rebuild_error
+from cdc_bridge.ingest.reader_process import ReaderProcessError, _rebuild_error
 
 
 class KeywordOnlyError(SourceError):

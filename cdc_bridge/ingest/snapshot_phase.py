@@ -33,14 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from cdc_bridge.aggregate.router import partition_for
-from cdc_bridge.mapping.command import Command
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.snapshot import SnapshotProgress, SnapshotReader
 from cdc_bridge.source.transaction import RowChange, SourceTransaction
 
 if TYPE_CHECKING:
-    from cdc_bridge.pipeline import Batch, Bridge
+    from cdc_bridge.ingest.pipeline import Batch, IngestPipeline as Bridge
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +68,7 @@ class SnapshotPhase:
     # ------------------------------------------------------------------ the phase
     def _run(self, progress: dict[str, Any] | None, over_existing_state: bool,
              replay_until: dict[str, Any] | None = None) -> SourcePosition:
-        from cdc_bridge.pipeline import Batch
+        from cdc_bridge.ingest.pipeline import Batch
 
         b = self.bridge
         reader = SnapshotReader(self.config.source, b.mappings.aggregates, chunk_size=self.config.snapshot.chunk_size)
@@ -109,7 +107,9 @@ class SnapshotPhase:
                 if orphans:
                     self._apply_orphans(batch, orphans, view, view_ts)
                     orphans, orphans_of = [], None
-                txn = SourceTransaction(gtid=None, commit_ts=view_ts, position=view, changes=chunk.changes)
+                # over existing state the apply stage also removes what the chunk no longer shows
+                txn = SourceTransaction(gtid=None, commit_ts=view_ts, position=view, changes=chunk.changes,
+                                        full_image=over_existing_state)
                 if replay_until is not None:
                     # already in Kafka (LMDB missed its commit): state only, nothing published
                     b._replay(txn)
@@ -117,10 +117,8 @@ class SnapshotPhase:
                     progress["rows"] = int(progress.get("rows", 0)) + chunk.rows
                     if chunk.cursor == replay_until:
                         replay_until = None
-                        b.store.commit(stream_from, {"snapshot": dict(progress), "batch": b.batches_committed})
+                        b.apply.commit(stream_from, {"snapshot": dict(progress), "batch": b.batches_committed})
                     continue
-                if over_existing_state:
-                    txn = self._with_removed_children(txn, batch)
                 b._apply(txn, batch)
                 progress["cursor"] = chunk.cursor
                 progress["rows"] = int(progress.get("rows", 0)) + chunk.rows
@@ -136,7 +134,7 @@ class SnapshotPhase:
                 if b._stop.is_set():
                     self._flush(batch, stream_from, progress)
                     log.info("stopped during the snapshot; it resumes at the next start", cursor=progress["cursor"])
-                    from cdc_bridge.pipeline import StopRequested
+                    from cdc_bridge.ingest.pipeline import StopRequested
 
                     raise StopRequested()
             if orphans:
@@ -164,64 +162,11 @@ class SnapshotPhase:
         else:
             b._commit_checkpoint_only(stream_from)
 
-    def _with_removed_children(self, txn: SourceTransaction, batch: "Batch") -> SourceTransaction:
-        """Over existing state, a chunk carries each root with ALL its children: children the state
-        knows but the chunk lacks were deleted meanwhile, so they get a delete command."""
-        b = self.bridge
-        assert b.store is not None
-        commands, dead = b.mappings.translate(txn)
-        seen = {(c.aggregate, c.aggregate_id, c.entity, c.entity_id) for c in commands}
-        extra: list[Command] = []
-        # A chunk reads children only for the roots it read, so children without a root command mean
-        # the root row is there but filtered out by the mapping's `where` (e.g. soft-deleted meanwhile).
-        roots_seen = {(c.aggregate, c.aggregate_id) for c in commands if c.entity == "root"}
-        for c in commands:
-            key = (c.aggregate, c.aggregate_id)
-            if c.entity == "root" or key in roots_seen:
-                continue
-            roots_seen.add(key)
-            rec = b.store.get(partition_for(c.aggregate_id, self.config.state.partitions), *key)
-            if rec is not None and isinstance(rec.state, dict) and rec.state.get("exists"):
-                extra.append(c.model_copy(update={
-                    "entity": "root", "entity_id": c.aggregate_id, "operation": "delete", "payload": {},
-                    "before": None, "table": b.mappings.aggregate(c.aggregate).root.table,
-                    "command_type": f"Delete{c.aggregate}", "index": -1}))
-        for root in [c for c in commands if c.entity == "root"]:
-            rec = b.store.get(partition_for(root.aggregate_id, self.config.state.partitions), root.aggregate,
-                              root.aggregate_id)
-            state = rec.state if rec is not None and isinstance(rec.state, dict) else {}
-            if not state.get("exists"):
-                continue
-            mapping = b.mappings.aggregate(root.aggregate)
-            tables = {c.name: c.table for c in mapping.children}
-            for name, coll in (state.get("children") or {}).items():
-                for cid, fields in (coll or {}).items():
-                    if name in tables and (root.aggregate, root.aggregate_id, name, cid) not in seen:
-                        extra.append(root.model_copy(update={
-                            "entity": name, "entity_id": cid, "operation": "delete", "payload": dict(fields),
-                            "before": dict(fields), "table": tables[name], "command_type": f"Remove{name}",
-                            "index": len(commands) + len(extra)}))
-        return SourceTransaction(gtid=txn.gtid, commit_ts=txn.commit_ts, position=txn.position, changes=txn.changes,
-                                 commands=commands + extra, dead_letters=dead)
-
     def _apply_orphans(self, batch: "Batch", changes: list[RowChange], view: SourcePosition, ts: float) -> None:
         self.bridge._apply(SourceTransaction(gtid=None, commit_ts=ts, position=view, changes=changes), batch)
 
     def _sweep(self, batch: "Batch", stream_from: SourcePosition, view: SourcePosition, ts: float) -> None:
-        """Aggregates in state that this snapshot did not see no longer exist: delete them."""
-        b = self.bridge
-        assert b.store is not None
-        roots = {m.aggregate: m.root.table for m in b.mappings.aggregates}
-        commands: list[Command] = []
-        for p in range(self.config.state.partitions):
-            for rec in b.store.records(p):
-                gone = rec.last_position is None or rec.last_position < stream_from
-                if gone and rec.aggregate in roots and isinstance(rec.state, dict) and rec.state.get("exists"):
-                    commands.append(Command.model_construct(
-                        command_type=f"Delete{rec.aggregate}", aggregate=rec.aggregate, aggregate_id=rec.aggregate_id,
-                        entity="root", entity_id=rec.aggregate_id, operation="delete", payload={}, before=None,
-                        table=roots[rec.aggregate], position=view, txn_id=f"snapshot-sweep:{view}",
-                        commit_ts=ts, index=len(commands)))
-        if commands:
-            log.warning("snapshot sweep: aggregates that no longer exist in the database", count=len(commands))
-            b._apply(SourceTransaction(gtid=None, commit_ts=ts, position=view, changes=[], commands=commands), batch)
+        """Aggregates in state that this snapshot did not see no longer exist: the apply stage deletes
+        them (apply/applier.py; with workers, each for its partitions, from the commands topic's sweep)."""
+        self.bridge._apply(SourceTransaction(gtid=None, commit_ts=ts, position=view, changes=[], sweep_from=stream_from),
+                           batch)

@@ -2,7 +2,7 @@
 
 Reading and decoding row events is a third of the bridge's CPU; in one process it
 shares the GIL with the aggregates and the Kafka serialization. `ProcessSource` runs a
-`BinlogSource` in a child (`python -m cdc_bridge.source.process FD`) and hands its
+`BinlogSource` in a child (`python -m cdc_bridge.ingest.reader_process FD`) and hands its
 transactions to the parent through a socketpair, one pickled message each, with the
 same interface as BinlogSource (transactions(), stop(), on_reconnect, last_position)
 plus `has_more()`: whether a transaction is already waiting, which lets the pipeline
@@ -37,7 +37,7 @@ from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.settings import SourceSettings
 from cdc_bridge.source.transaction import SourceTransaction
 
-log = structlog.get_logger("cdc_bridge.source.process")
+log = structlog.get_logger("cdc_bridge.ingest.reader_process")
 
 # message kinds, child -> parent
 _TXN, _TRANSLATED, _IDLE, _RECONNECT, _ERROR, _END = b"t", b"c", b"i", b"r", b"e", b"x"
@@ -173,7 +173,7 @@ class ProcessSource:
         try:
             self._proc = subprocess.Popen(
                 # -P: not the working directory first on sys.path, PYTHONPATH (our tree) wins
-                [sys.executable, "-P", "-m", "cdc_bridge.source.process", str(child_sock.fileno()), str(os.getpid())],
+                [sys.executable, "-P", "-m", "cdc_bridge.ingest.reader_process", str(child_sock.fileno()), str(os.getpid())],
                 pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True)
         finally:
             child_sock.close()

@@ -1,0 +1,104 @@
+"""The apply stage's logic: commands of a source transaction -> events and dead letters over the state.
+
+The embedded bridge and the aggregate workers run this same code; only where the commands come
+from (the binlog in this process, or the commands topic) and how the result is committed differ.
+Besides the runtime's decide/evolve (aggregate/runtime.py) it does the two parts of a snapshot
+that need the state, so that ingest never has to read it:
+
+- a chunk read over existing state (`full_image`) carries each root with ALL its children:
+  children the state knows but the chunk lacks were deleted meanwhile and get a delete command;
+  children without their root in the chunk mean the root is now filtered out by the mapping's
+  `where`, and the root gets a delete command;
+- the sweep at the end of such a snapshot: aggregates the snapshot did not see no longer exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+import structlog
+
+from cdc_bridge.aggregate.router import partition_for
+from cdc_bridge.aggregate.runtime import AggregateRuntime, ApplyResult, TxnInfo
+from cdc_bridge.mapping.command import Command, DeadLetter
+from cdc_bridge.mapping.loader import MappingSet
+from cdc_bridge.source.position import SourcePosition
+from cdc_bridge.source.transaction import SourceTransaction
+
+log = structlog.get_logger(__name__)
+
+
+class TransactionApplier:
+    """Applies source transactions (or their part for some partitions) to aggregates in a state store."""
+
+    def __init__(self, runtime: AggregateRuntime, mappings: MappingSet) -> None:
+        self.runtime = runtime
+        self.mappings = mappings
+        self.partitions = runtime.partitions
+
+    def apply(self, txn: TxnInfo, commands: list[Command], *, full_image: bool = False,
+              partitions: Collection[int] | None = None) -> ApplyResult:
+        """partitions: where held children may expire at this transaction's time (None: all; a worker
+        passes the record's partition)."""
+        if full_image:
+            commands = commands + self._removed_children(commands)
+        return self.runtime.apply(commands, txn, partitions)
+
+    def expire(self, commit_ts: float, partitions: Collection[int]) -> list[DeadLetter]:
+        """Held children of `partitions` due at source time commit_ts (a watermark of the commands topic)."""
+        return self.runtime.expire_held(commit_ts, partitions)
+
+    def sweep(self, stream_from: SourcePosition, view: SourcePosition, ts: float,
+              partitions: Collection[int] | None = None) -> ApplyResult:
+        """Aggregates of `partitions` (default all) that the snapshot did not see no longer exist: delete
+        them. Reads the committed state: the caller commits the snapshot's chunks first."""
+        store = self.runtime.store
+        roots = {m.aggregate: m.root.table for m in self.mappings.aggregates}
+        commands: list[Command] = []
+        for p in (range(self.partitions) if partitions is None else sorted(partitions)):
+            for rec in store.records(p):
+                gone = rec.last_position is None or rec.last_position < stream_from
+                if gone and rec.aggregate in roots and isinstance(rec.state, dict) and rec.state.get("exists"):
+                    commands.append(Command.model_construct(
+                        command_type=f"Delete{rec.aggregate}", aggregate=rec.aggregate, aggregate_id=rec.aggregate_id,
+                        entity="root", entity_id=rec.aggregate_id, operation="delete", payload={}, before=None,
+                        table=roots[rec.aggregate], position=view, txn_id=f"snapshot-sweep:{view}",
+                        commit_ts=ts, index=len(commands), soft=False))
+        if commands:
+            log.warning("snapshot sweep: aggregates that no longer exist in the database", count=len(commands))
+        txn = SourceTransaction(gtid=None, commit_ts=ts, position=view, changes=[])
+        return self.runtime.apply(commands, txn, partitions)
+
+    def _removed_children(self, commands: list[Command]) -> list[Command]:
+        """Delete commands for what a full-image snapshot chunk no longer shows (see the module doc)."""
+        store = self.runtime.store
+        partitions = self.partitions
+        seen = {(c.aggregate, c.aggregate_id, c.entity, c.entity_id) for c in commands}
+        extra: list[Command] = []
+        roots_seen = {(c.aggregate, c.aggregate_id) for c in commands if c.entity == "root"}
+        for c in commands:
+            key = (c.aggregate, c.aggregate_id)
+            if c.entity == "root" or key in roots_seen:
+                continue
+            roots_seen.add(key)
+            rec = store.get(partition_for(c.aggregate_id, partitions), *key)
+            if rec is not None and isinstance(rec.state, dict) and rec.state.get("exists"):
+                extra.append(c.model_copy(update={
+                    "entity": "root", "entity_id": c.aggregate_id, "operation": "delete", "payload": {},
+                    "before": None, "table": self.mappings.aggregate(c.aggregate).root.table,
+                    "command_type": f"Delete{c.aggregate}", "index": -1}))
+        for root in [c for c in commands if c.entity == "root"]:
+            rec = store.get(partition_for(root.aggregate_id, partitions), root.aggregate, root.aggregate_id)
+            state: dict[str, Any] = rec.state if rec is not None and isinstance(rec.state, dict) else {}
+            if not state.get("exists"):
+                continue
+            tables = {c.name: c.table for c in self.mappings.aggregate(root.aggregate).children}
+            for name, coll in (state.get("children") or {}).items():
+                for cid, fields in (coll or {}).items():
+                    if name in tables and (root.aggregate, root.aggregate_id, name, cid) not in seen:
+                        extra.append(root.model_copy(update={
+                            "entity": name, "entity_id": cid, "operation": "delete", "payload": dict(fields),
+                            "before": dict(fields), "table": tables[name], "command_type": f"Remove{name}",
+                            "index": len(commands) + len(extra)}))
+        return extra

@@ -1,0 +1,721 @@
+"""Ingest: binlog -> mappings -> batches, each ONE Kafka transaction with the source checkpoint.
+
+What a batch carries depends on where the aggregates run:
+
+- embedded (`cdc-bridge run`, the default): the apply stage runs in this process
+  (apply/in_process.py): the batch carries the events and dead letters it produced (plus the
+  command log when enabled), and LMDB is written after the Kafka commit;
+- scale-out (`cdc-bridge ingest` + `cdc-bridge worker`): the batch carries the commands, one
+  record per source transaction and partition on the commands topic (ingest/commands_topic.py),
+  for the aggregate workers (apply/worker.py); ingest keeps no state but its checkpoint.
+
+Exactly once, in the order Quix Streams' Checkpoint.commit() names it:
+  1. apply a batch of source transactions (state in memory, not yet in LMDB; or command records)
+  2. produce its records, then ONE checkpoint record, in ONE Kafka transaction
+  3. commit the Kafka transaction
+  4. commit LMDB (state + applied position), embedded only
+A crash after 3 and before 4 leaves LMDB behind Kafka: on restart the missing source
+transactions are re-applied to state without being published again. A crash before 3 aborts
+the Kafka transaction (init_transactions fences it), and the batch is read again from the binlog.
+
+Steps 2-3 of batch N run on a committer thread while the main thread applies batch N+1 on top
+of N's sealed (not yet written) state, and step 4 on the state store's writer thread while N+1
+is published; the next batch is handed over only once N's Kafka commit is known, and LMDB writes
+follow in order, a bounded number of batches behind. If Kafka aborts N, both N and the part of
+N+1 already applied are dropped from state and applied again, then N is published again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import structlog
+
+from cdc_bridge.aggregate.event import DomainEvent
+from cdc_bridge.aggregate.router import partition_for
+from cdc_bridge.apply.in_process import InProcessApply
+from cdc_bridge.config import BridgeConfig
+from cdc_bridge.ingest.commands_topic import Record, sweep_records, txn_records, watermark_records
+from cdc_bridge.ingest.reader_process import ProcessSource
+from cdc_bridge.ingest.snapshot_phase import SnapshotPhase
+from cdc_bridge.mapping.command import Command, DeadLetter
+from cdc_bridge.mapping.loader import MappingSet, load_mappings
+from cdc_bridge.observability.metrics import MAPPING_REASONS, BridgeMetrics  # noqa: F401 (re-exported)
+from cdc_bridge.sink.checkpoint import read_checkpoint
+from cdc_bridge.sink.errors import BatchAbortedError
+from cdc_bridge.sink.publisher import PublisherHooks, TransactionalPublisher
+from cdc_bridge.sink.topics import TopicAdmin, TopicRole, TopicSpec
+from cdc_bridge.source.binlog import BinlogSource
+from cdc_bridge.source.errors import SourceUnavailableError
+from cdc_bridge.source.position import SourcePosition, binlog_file_index
+from cdc_bridge.source.preflight import check_server, connect, current_position, position_available
+from cdc_bridge.source.transaction import SourceTransaction
+from cdc_bridge.state.lmdb_store import LmdbStateStore
+
+log = structlog.get_logger(__name__)
+
+
+class StopRequested(Exception):
+    """Raised inside retry loops when SIGTERM/SIGINT arrives, to leave them at once."""
+
+
+class RecoveryError(Exception):
+    """Kafka's checkpoint and LMDB's state cannot be reconciled automatically."""
+
+    exit_code = 95   # the state's range (90-95); 70 is a fatal Kafka error
+
+
+def commands_topic_name(config: BridgeConfig) -> str:
+    return config.command_log.topic or f"{config.name}.commands"
+
+
+def commands_topic_spec(config: BridgeConfig) -> TopicSpec:
+    # one commands partition per state partition: partition p of the topic is partition p of the state
+    return TopicSpec(commands_topic_name(config), TopicRole.EVENTS, config.state.partitions,
+                     config.kafka.replication_factor, {"retention.ms": str(config.command_log.retention_ms)})
+
+
+@dataclass
+class Batch:
+    """Source transactions read but not yet committed to Kafka (and, embedded, applied to state)."""
+
+    txns: list[SourceTransaction] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)   # commands topic records (scale-out, command log)
+    events: list[DomainEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    started: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.txns)
+
+    @property
+    def position(self) -> SourcePosition:
+        return self.txns[-1].position
+
+
+@dataclass
+class _InFlight:
+    """A batch handed to the committer thread: its Kafka transaction, then its LMDB write."""
+
+    batch: Batch
+    position: SourcePosition | None   # as given to _flush (None: the batch's own position)
+    extra: dict[str, Any] | None
+    checkpoint: dict[str, Any]
+    sealed: Any                       # the state's sealed write set of this batch (embedded), else None
+    prepared: Any                     # its Kafka records, serialized (publisher.prepare)
+    future: "Future[Any] | None" = None
+
+
+class IngestPipeline:
+    """The main loop of `run` (apply = InProcessApply) and `ingest` (apply = None: the commands topic).
+    `run()` returns when stopped; errors propagate with exit codes."""
+
+    def __init__(self, config: BridgeConfig, mappings: MappingSet, metrics: BridgeMetrics | None = None,
+                 source_factory: Callable[[Any, SourcePosition | None], Any] | None = None,
+                 fresh_start: SourcePosition | None = None, *, embedded: bool = True) -> None:
+        self.config = config
+        self.fresh_start = fresh_start  # where a bridge without checkpoint starts, when not the database's
+        # Where transactions come from: the binlog (default) or, for `rebuild`, the command log.
+        self.source_factory = source_factory
+        self.mappings = mappings
+        self.metrics = metrics or BridgeMetrics()
+        self.apply: InProcessApply | None = InProcessApply(config, mappings, self.metrics) if embedded else None
+        # commands go to the commands topic: always without the apply stage here, else as the command log
+        self.write_commands = self.apply is None or config.command_log.enabled
+        self.commands_topic = commands_topic_name(config)
+        self._stop = threading.Event()
+        self._reload_requested = threading.Event()
+        self.checkpoint_extra: dict[str, Any] = {}  # carried in every checkpoint (e.g. how the state began)
+        self.streaming = threading.Event()  # set once recovery is done and the binlog is being read
+        self._source: Any = None
+        self.publisher: TransactionalPublisher | None = None
+        self.origin: SourcePosition | None = None
+        self.committed: SourcePosition | None = None
+        self.batches_committed = 0
+        self.last_loop = time.time()
+        self.source_connected = False
+        self.kafka_ok = False
+        self.lag_seconds = 0.0
+        # called on the committer thread once a batch is committed in Kafka (its LMDB write may follow)
+        self.on_batch_committed: Callable[[Batch], None] | None = None
+        self._batch = Batch()                      # the open batch, being applied
+        self._inflight: _InFlight | None = None    # the batch being committed on the committer thread
+        self._committer: ThreadPoolExecutor | None = None
+        self._last_commit_ts = 0.0  # source commit time of the last published transaction
+
+    @property
+    def store(self) -> LmdbStateStore | None:
+        return self.apply.store if self.apply is not None else None
+
+    @property
+    def runtime(self) -> Any:
+        return self.apply.runtime if self.apply is not None else None
+
+    # ---------------------------------------------------------------- control
+    def stop(self) -> None:
+        """Thread/signal-safe: stop reading, finish the open batch, exit."""
+        self._stop.set()
+        if self._source is not None:
+            self._source.stop()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload mappings at the next transaction boundary."""
+        self._reload_requested.set()
+        if self._source is not None:
+            self._source.stop()  # wake up the reader; the loop restarts it after the reload
+
+    # ---------------------------------------------------------------- health
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        age = time.time() - self.last_loop
+        # The loop ticks at least every heartbeat; a minute of silence means it is stuck.
+        return age < max(60.0, 10 * self.config.source.heartbeat_seconds), {"loop_age_seconds": round(age, 3)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        ok = self.source_connected and self.kafka_ok and self.lag_seconds <= self.config.ready_max_lag_seconds
+        self.metrics.ready.set(1 if ok else 0)
+        return ok, {
+            "source_connected": self.source_connected,
+            "kafka_connected": self.kafka_ok,
+            "lag_seconds": round(self.lag_seconds, 3),
+            "position": str(self.committed) if self.committed else None,
+        }
+
+    # ---------------------------------------------------------------- setup
+    def _topic_specs(self) -> list[TopicSpec]:
+        k = self.config.kafka
+        specs = [TopicSpec.checkpoint(self.checkpoint_topic, k), TopicSpec.dead_letter(self.dead_letter_topic, k)]
+        if self.apply is not None:
+            specs.extend(TopicSpec.events(a.events_topic, k) for a in self.mappings.aggregates)
+        if self.write_commands:
+            specs.append(commands_topic_spec(self.config))
+        return specs
+
+    @property
+    def command_log_topic(self) -> str:
+        return self.commands_topic
+
+    @property
+    def checkpoint_topic(self) -> str:
+        return self.config.kafka.checkpoint_topic or f"{self.config.name}.checkpoints"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.config.kafka.dead_letter_topic or f"{self.config.name}.dead-letter"
+
+    def _sleep_or_stop(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise StopRequested()
+
+    def _check_source(self):
+        """Preflight the database, retrying an unreachable server (or a refused login) with backoff
+        forever: the monolith's database may come back; configuration errors are raised at once."""
+        delay = self.config.source.reconnect_initial_backoff
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return check_server(self.config.source)
+            except SourceUnavailableError as e:
+                self.metrics.errors.labels("source_connect").inc()
+                self.metrics.reconnects.labels("source", "connect_failed").inc()
+                log.error("cannot connect to the source database; retrying", attempt=attempt,
+                          retry_in_seconds=round(delay, 2), error=str(e))
+                self._sleep_or_stop(delay)
+                delay = min(delay * 2, self.config.source.reconnect_max_backoff)
+
+    def _open(self) -> None:
+        cfg = self.config
+        if self.source_factory is None:
+            info = self._check_source()
+            log.info("source checked", flavor=info.flavor, version=info.version)
+        TopicAdmin(cfg.kafka, sleep=self._sleep_or_stop).ensure_topics(self._topic_specs())
+        if self.apply is not None:
+            self.apply.open()
+        self.publisher = TransactionalPublisher(
+            cfg.kafka,
+            transactional_id=cfg.name,
+            checkpoint_topic=self.checkpoint_topic,
+            dead_letter_topic=self.dead_letter_topic,
+            bridge_name=cfg.name,
+            partitioner=partition_for,
+            hooks=self._publisher_hooks(),
+            startup_sleep=self._sleep_or_stop,
+        )
+        # init_transactions first: it fences a previous incarnation and resolves its open
+        # transaction, so the checkpoint read below is final.
+        self.publisher.start()
+        self.kafka_ok = True
+        self.metrics.kafka_connected.set(1)
+
+    def _publisher_hooks(self) -> PublisherHooks:
+        on_retry = lambda op, err: self.metrics.errors.labels(f"kafka_{op}_retry").inc()  # noqa: E731
+        delay_ms = float(os.environ.get("CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS", "0") or 0)
+        if delay_ms > 0:
+            # Fault injection for the crash test: hold each Kafka transaction open for a while
+            # so that a kill lands inside it. Never set in production.
+            def hold(n: int) -> None:
+                log.warning("fault injection: Kafka transaction open", records=n, hold_ms=delay_ms)
+                time.sleep(delay_ms / 1000)
+
+            return PublisherHooks(on_retry=on_retry, before_commit=hold)
+        return PublisherHooks(on_retry=on_retry)
+
+    def _recover(self) -> tuple[SourcePosition | None, SourcePosition | None]:
+        """Returns (start position for the source, position up to which we only re-apply state)."""
+        ckpt = read_checkpoint(self.config.kafka, self.checkpoint_topic, self.config.name)
+        lmdb_pos = self.apply.position() if self.apply is not None else None
+        lmdb_meta = self.apply.meta() if self.apply is not None else {}
+        if ckpt is None:
+            if lmdb_pos is not None:
+                raise RecoveryError(
+                    f"LMDB state in {self.config.state.dir} is at {lmdb_pos} but Kafka has no checkpoint in "
+                    f"{self.checkpoint_topic} for bridge {self.config.name!r}: the state belongs to another "
+                    "bridge or the checkpoint topic was deleted. Point state.dir to an empty directory to "
+                    "start over, or restore the checkpoint topic."
+                )
+            if self.source_factory is None and self.config.snapshot.mode != "never":
+                return SnapshotPhase(self).take(over_existing_state=False), None
+            start = self._fresh_start_position()
+            self.origin = start
+            log.info("no checkpoint: starting fresh", start=str(start) if start else "earliest")
+            if start is not None:
+                # Pin the origin at once: a crash before the first batch must resume here,
+                # not at a later "current" position that would skip what was written meanwhile.
+                self._commit_checkpoint_only(start)
+            return start, None
+        ck_pos = SourcePosition.from_dict(ckpt["position"])
+        self.origin = SourcePosition.from_dict(ckpt["origin"]) if ckpt.get("origin") else None
+        self.batches_committed = int(ckpt.get("batch", 0))
+        self.committed = ck_pos
+        snap = ckpt.get("snapshot")
+        if snap:
+            self.checkpoint_extra = {"snapshot": snap}
+        if self.apply is None:
+            # no state here: Kafka's checkpoint is all there is to recover
+            if snap and not snap.get("done"):
+                return SnapshotPhase(self).resume(dict(snap)), None
+            return self._stream_start_or_new_snapshot(ck_pos), None
+        if lmdb_pos is None and snap and (snap.get("rows") or not snap.get("done")):
+            # (a snapshot that found no rows is re-applied like any history: from the origin)
+            raise RecoveryError(
+                f"LMDB state in {self.config.state.dir} is empty, but this bridge's state began with a snapshot of "
+                "existing rows, which cannot be re-applied from the binlog. Restore the state directory from a "
+                "backup, or start a new bridge (a new `name`, new topics) and let consumers switch over."
+            )
+        if snap and not snap.get("done"):
+            lmdb_snap = lmdb_meta.get("snapshot") or {}
+            progress = {**snap, "cursor": lmdb_snap.get("cursor"), "rows": lmdb_snap.get("rows", 0)}
+            behind = lmdb_snap.get("cursor") != snap.get("cursor")
+            return SnapshotPhase(self).resume(progress, replay_until=snap.get("cursor") if behind else None), None
+        if lmdb_pos is None:
+            if self.origin is None:
+                raise RecoveryError(
+                    "Kafka has a checkpoint but LMDB is empty and the checkpoint names no origin to replay from; "
+                    "run `cdc-bridge rebuild` into new topics."
+                )
+            log.warning("LMDB is empty: re-applying history from the bridge's origin", origin=str(self.origin),
+                        checkpoint=str(ck_pos))
+            return self.origin, ck_pos
+        if lmdb_pos == ck_pos or lmdb_pos.order_key == ck_pos.order_key:
+            log.info("state and checkpoint agree", position=str(ck_pos), batch=self.batches_committed)
+            return self._stream_start_or_new_snapshot(ck_pos), None
+        if lmdb_pos < ck_pos:
+            log.warning("LMDB is behind the Kafka checkpoint: re-applying without publishing",
+                        lmdb=str(lmdb_pos), checkpoint=str(ck_pos))
+            return lmdb_pos, ck_pos
+        raise RecoveryError(
+            f"LMDB state ({lmdb_pos}, batch {lmdb_meta.get('batch')}) is AHEAD of the Kafka checkpoint "
+            f"({ck_pos}, batch {self.batches_committed}). State was committed for events Kafka does not have, "
+            "which should never happen (was the checkpoint topic truncated, or state copied from another bridge?). "
+            f"Move {self.config.state.dir} aside and restart to rebuild state from the origin {self.origin}."
+        )
+
+    def _stream_start_or_new_snapshot(self, ck_pos: SourcePosition) -> SourcePosition:
+        if (self.source_factory is None and self.config.snapshot.mode == "when_needed"
+                and not self._position_available(ck_pos)):
+            log.warning("the saved position was purged from the server: taking a new snapshot "
+                        "(snapshot.mode when_needed)", position=str(ck_pos))
+            return SnapshotPhase(self).take(over_existing_state=True)
+        return ck_pos
+
+    def _commit_checkpoint_only(self, position: SourcePosition) -> None:
+        assert self.publisher is not None
+        self._settle()
+        origin = (self.origin or position).to_dict()
+        self.publisher.publish_batch([], [], {**self.checkpoint_extra, "position": position.to_dict(), "origin": origin,
+                                              "batch": self.batches_committed, "transactions": 0, "events": 0})
+        if self.apply is not None:
+            self.apply.commit(position, {**self.checkpoint_extra, "batch": self.batches_committed, "origin": origin})
+        self.committed = position
+
+    def _position_available(self, position: SourcePosition) -> bool:
+        conn = connect(self.config.source)
+        try:
+            return position_available(conn, position)
+        finally:
+            conn.close()
+
+    def snapshot(self) -> int:
+        """`cdc-bridge snapshot`: take (or finish) a snapshot into this bridge's state, then return."""
+        try:
+            self._open()
+            ckpt = read_checkpoint(self.config.kafka, self.checkpoint_topic, self.config.name)
+            snap = (ckpt or {}).get("snapshot")
+            if ckpt is None or (snap and not snap.get("done")):
+                self._recover_snapshot_only(ckpt)
+            else:
+                start, replay_until = self._recover()
+                if replay_until is not None:
+                    raise RecoveryError("state is behind the Kafka checkpoint: run `cdc-bridge run` until it has "
+                                        "caught up, then take the snapshot")
+                SnapshotPhase(self).take(over_existing_state=True)
+        except StopRequested:
+            log.info("snapshot stopped; it resumes at the next start")
+        finally:
+            self._close()
+        return 0
+
+    def _recover_snapshot_only(self, ckpt: dict[str, Any] | None) -> None:
+        if ckpt is None:
+            if self.apply is not None and self.apply.position() is not None:
+                self._recover()  # raises the state-without-checkpoint error
+            SnapshotPhase(self).take(over_existing_state=False)
+        else:
+            self._recover()  # resumes the unfinished snapshot
+
+    def _fresh_start_position(self) -> SourcePosition | None:
+        if self.fresh_start is not None:
+            return self.fresh_start
+        if self.config.start == "earliest":
+            return None
+        import pymysql
+
+        s = self.config.source
+        conn = pymysql.connect(host=s.host, port=s.port, user=s.user, password=s.password.get_secret_value(),
+                               connect_timeout=s.connect_timeout)
+        try:
+            return current_position(conn)
+        finally:
+            conn.close()
+
+    # ---------------------------------------------------------------- main loop
+    def run(self) -> int:
+        loop_tid = threading.get_native_id()
+        self.metrics.cpu.sources = lambda: (loop_tid, getattr(getattr(self._source, "_proc", None), "pid", None))
+        try:
+            self._open()
+            start, replay_until = self._recover()
+            self.streaming.set()
+            self._stream(start, replay_until)
+        except StopRequested:
+            log.info("stopped while connecting")
+        finally:
+            self._close()
+        return 0
+
+    def _new_source(self, start: SourcePosition | None) -> Any:
+        if self.source_factory is not None:
+            return self.source_factory(self, start)
+        tables = self.mappings.tables_and_columns()
+        if self.config.source.reader == "process":
+            src: Any = ProcessSource(self.config.source, tables, start, from_earliest=start is None,
+                                     log_level=self.config.log_level, mappings=self.mappings)
+        else:
+            src = BinlogSource(self.config.source, tables=tables, start=start, from_earliest=start is None)
+        src.on_reconnect = lambda reason: self.metrics.reconnects.labels("source", reason).inc()
+        return src
+
+    def _stream(self, start: SourcePosition | None, replay_until: SourcePosition | None) -> None:
+        cfg = self.config
+        position = start
+        while not self._stop.is_set():
+            self._source = self._new_source(position)
+            if self._stop.is_set():
+                self._source.stop()
+            self.source_connected = True
+            self.metrics.source_connected.set(1)
+            # a source that can tell whether more is waiting lets a batch go the moment we caught up
+            has_more = getattr(self._source, "has_more", None)
+            for txn in self._source.transactions():
+                now = time.time()
+                self.last_loop = now
+                self.metrics.last_loop_timestamp.set(now)
+                self.readiness()  # keeps the cdc_bridge_ready gauge current without a prober
+                batch = self._batch
+                if txn is None:  # idle tick
+                    if replay_until is None:
+                        self.lag_seconds = 0.0 if not batch else now - batch.txns[-1].commit_ts
+                        self.metrics.lag_seconds.set(self.lag_seconds)
+                    if batch and (now - batch.started) * 1000 >= cfg.batch.max_wait_ms:
+                        self._flush(batch, wait=False)
+                    else:
+                        self._settle(block=False)
+                    continue
+                if replay_until is not None:
+                    if txn.position <= replay_until:
+                        self._replay(txn)
+                        if txn.position.order_key == replay_until.order_key:
+                            self._finish_replay(replay_until)
+                            replay_until = None
+                        continue
+                    self._finish_replay(replay_until)
+                    replay_until = None
+                self._count_source(txn, now)
+                self._apply(txn, batch)
+                if not batch.started:
+                    batch.started = now
+                if (len(batch) >= cfg.batch.max_transactions or len(batch.events) >= cfg.batch.max_events
+                        or (now - batch.started) * 1000 >= cfg.batch.max_wait_ms
+                        or (has_more is not None and not has_more())):
+                    self._flush(batch, wait=False)
+            # The reader ended: stop requested, or a reload.
+            self.source_connected = False
+            self.metrics.source_connected.set(0)
+            if self._batch:
+                self._flush(self._batch)
+            self._settle()
+            position = self.committed or position
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._reload_mappings()
+        if replay_until is not None and self.apply is not None:
+            log.warning("stopped before state caught up with the checkpoint; it continues at the next start")
+
+    def _count_source(self, txn: SourceTransaction, now: float) -> None:
+        m = self.metrics
+        m.source_transactions.inc()
+        self.lag_seconds = max(0.0, now - txn.commit_ts)
+        m.lag_seconds.set(self.lag_seconds)
+        for table, n in txn.rows_by_table().items():
+            m.source_rows.labels(table).inc(n)
+
+    def _commands_of(self, txn: SourceTransaction) -> tuple[list[Command], list[DeadLetter]]:
+        if txn.commands is not None:
+            return txn.commands, list(txn.dead_letters or ())
+        if txn.sweep_from is not None:
+            return [], []
+        return self.mappings.translate(txn)
+
+    def _apply(self, txn: SourceTransaction, batch: Batch) -> None:
+        commands, dead = self._commands_of(txn)
+        if commands:
+            counts: dict[tuple[str, str], int] = {}
+            for c in commands:
+                k = (c.table, c.operation)
+                counts[k] = counts.get(k, 0) + 1
+            for (table, op), n in counts.items():
+                self.metrics.commands.labels(table, op).inc(n)
+        if self.write_commands:
+            partitions = self.config.state.partitions
+            if txn.sweep_from is not None:
+                batch.records.extend(sweep_records(self.commands_topic, partitions, txn.sweep_from, txn.position,
+                                                   txn.commit_ts))
+            else:
+                batch.records.extend(txn_records(self.commands_topic, partitions, partition_for, commands, txn.gtid,
+                                                 txn.position, txn.txn_id, txn.commit_ts, full_image=txn.full_image))
+        batch.txns.append(txn)
+        batch.dead_letters.extend(dead)
+        if self.apply is not None:
+            result = self.apply.apply(txn, commands)
+            batch.events.extend(result.events)
+            batch.dead_letters.extend(result.dead_letters)
+
+    def _replay(self, txn: SourceTransaction) -> None:
+        """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""
+        assert self.apply is not None
+        self.apply.replay(txn, self._commands_of(txn)[0])
+
+    def _finish_replay(self, until: SourcePosition) -> None:
+        assert self.apply is not None
+        self.apply.commit(until, {"batch": self.batches_committed, "origin": self.origin.to_dict() if self.origin else None})
+        log.info("state caught up with the Kafka checkpoint", position=str(until))
+
+    def _flush(self, batch: Batch, position: SourcePosition | None = None, extra: dict[str, Any] | None = None,
+               *, wait: bool = True) -> None:
+        """Publish the batch with its checkpoint in one Kafka transaction, then commit LMDB.
+
+        position: the resume position to checkpoint (default: the batch's last transaction);
+        the snapshot phase keeps it at the stream start and passes its progress in `extra`.
+        wait=False hands the batch to the committer thread and returns at once (after the
+        previous batch's Kafka commit is known); the main loop goes on applying on top of it.
+        wait=True returns once the batch is in Kafka and in LMDB.
+        """
+        assert self.publisher is not None
+        was_open = batch is self._batch
+        self._settle()
+        if was_open:
+            batch = self._batch   # an aborted predecessor's redo applied the open batch again, into a new Batch
+            if not batch:
+                return
+        inflight = self._seal(batch, position, extra)
+        if batch is self._batch:
+            self._batch = Batch()
+        if batch.txns:
+            self._last_commit_ts = batch.txns[-1].commit_ts
+        if self.apply is not None:
+            self.apply.record_state(self._last_commit_ts)  # the state as of this batch, before anyone sees it committed
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="committer")
+        inflight.future = self._committer.submit(self._commit_batch, inflight)
+        self._inflight = inflight
+        if wait:   # committed in Kafka and written to LMDB (the snapshot's sweep reads LMDB next)
+            self._settle()
+            if self.apply is not None:
+                self.apply.wait_written()
+
+    def _seal(self, batch: Batch, position: SourcePosition | None, extra: dict[str, Any] | None) -> _InFlight:
+        """The batch's checkpoint, commands records and state write set, fixed now."""
+        assert self.publisher is not None
+        pos = position or batch.position
+        number = self.batches_committed + 1
+        origin = self.origin.to_dict() if self.origin else batch.txns[0].position.to_dict()
+        checkpoint = {
+            **self.checkpoint_extra,
+            **(extra or {}),
+            "position": pos.to_dict(),
+            "origin": origin,
+            "batch": number,
+            "transactions": len(batch.txns),
+            "events": len(batch.events),
+        }
+        records = batch.records
+        if self.write_commands:
+            # everything up to here has arrived on every partition (a snapshot's chunks sit at its view,
+            # after the checkpoint position); the last transaction's time is the source clock
+            last = batch.txns[-1]
+            records = records + watermark_records(self.commands_topic, self.config.state.partitions,
+                                                  max(pos, last.position), last.commit_ts)
+        # serialized here, on the main thread, before the hand-over: the committer thread is then
+        # left with Kafka calls that wait without the GIL, and the main loop's LMDB reads (which
+        # release the GIL) get it back at once instead of waiting for the committer's Python
+        prepared = self.publisher.prepare(batch.events, batch.dead_letters, checkpoint, records)
+        sealed = None
+        if self.apply is not None:
+            sealed = self.apply.seal(pos, {**self.checkpoint_extra, **(extra or {}), "batch": number, "origin": origin})
+        return _InFlight(batch, position, extra, checkpoint, sealed, prepared)
+
+    def _commit_batch(self, inflight: _InFlight) -> Any:
+        """On the committer thread: the Kafka transaction, then the LMDB write of the same batch."""
+        assert self.publisher is not None
+        batch = inflight.batch
+        result = self.publisher.publish_prepared(inflight.prepared)
+        # Visible in Kafka from here on. LMDB follows (a crash in between is replayed at start).
+        if self.origin is None:
+            self.origin = SourcePosition.from_dict(inflight.checkpoint["origin"])
+        self.batches_committed = inflight.checkpoint["batch"]
+        self.committed = SourcePosition.from_dict(inflight.checkpoint["position"])
+        self._record_published(batch, result.commit_seconds)
+        if self.on_batch_committed:
+            self.on_batch_committed(batch)
+        if self.apply is not None:
+            # on the store's writer thread: the next batch's Kafka transaction need not wait for this fsync
+            self.apply.write_async(inflight.sealed)
+        return result
+
+    def _settle(self, block: bool = True) -> None:
+        """Wait for the batch on the committer thread (block=False: only if it is done) and take its
+        outcome: errors are raised here, an aborted Kafka transaction is redone."""
+        inflight = self._inflight
+        if inflight is None or inflight.future is None:
+            return
+        if not block and not inflight.future.done():
+            return
+        self._inflight = None
+        try:
+            inflight.future.result()
+        except BatchAbortedError as e:
+            self._redo(inflight, e)
+        if self.apply is not None:
+            self.apply.release_written()
+
+    def _redo(self, inflight: _InFlight, error: BatchAbortedError) -> None:
+        """Kafka aborted the transaction: nothing of the batch is visible. Drop its state (and what the
+        open batch applied on top of it), apply the same source transactions again and publish again."""
+        open_txns = self._batch.txns
+        self._batch = Batch()
+        if self.apply is not None:
+            self.apply.rollback(inflight.sealed)   # the open batch, then the aborted one
+        attempt = 1
+        while True:
+            self.metrics.batch_aborts.inc()
+            log.warning("Kafka transaction aborted; redoing the batch", attempt=attempt, error=str(error))
+            time.sleep(min(5.0, 0.2 * attempt))
+            redo = Batch()
+            for t in inflight.batch.txns:
+                self._apply(t, redo)
+            inflight = self._seal(redo, inflight.position, inflight.extra)
+            try:
+                self._commit_batch(inflight)
+                break
+            except BatchAbortedError as e:
+                error = e
+                attempt += 1
+                if self.apply is not None:
+                    self.apply.discard(inflight.sealed)
+        batch = self._batch
+        for t in open_txns:
+            self._apply(t, batch)
+        batch.started = time.time() if open_txns else 0.0
+
+    def _record_published(self, batch: Batch, commit_seconds: float) -> None:
+        """Counters of a batch committed in Kafka (committer thread: touches no state)."""
+        m = self.metrics
+        now = time.time()
+        m.batches.inc()
+        m.kafka_commit_seconds.observe(commit_seconds)
+        for t in batch.txns:
+            if t.row_count:
+                m.end_to_end_seconds.observe(max(0.0, now - t.commit_ts))
+        m.count_outcome(batch.events, batch.dead_letters)
+        pos = batch.position if batch.txns else self.committed
+        if pos is not None:
+            m.source_position.info({"gtid": pos.gtid or "", "binlog_file": pos.binlog_file,
+                                    "binlog_pos": str(pos.binlog_pos)})
+            m.binlog_file_index.set(binlog_file_index(pos.binlog_file))
+            m.binlog_offset.set(pos.binlog_pos)
+        log.debug("batch committed", batch=self.batches_committed, position=str(pos), events=len(batch.events))
+
+    def _reload_mappings(self) -> None:
+        try:
+            new = load_mappings(self.config.mappings_dir)
+        except Exception as e:  # MappingError carries the file:line report
+            self.metrics.errors.labels("mapping_reload").inc()
+            log.error("mapping reload rejected; the previous mappings stay in force", error=str(e))
+            return
+        try:
+            if self.apply is not None:
+                TopicAdmin(self.config.kafka).ensure_topics(
+                    [TopicSpec.events(a.events_topic, self.config.kafka) for a in new.aggregates])
+                self.apply.reload(new)
+        except Exception as e:
+            self.metrics.errors.labels("mapping_reload").inc()
+            log.error("mapping reload rejected; the previous mappings stay in force", error=str(e))
+            return
+        self.mappings = new
+        log.info("mappings reloaded", aggregates=[a.aggregate for a in new.aggregates],
+                 tables=sorted(new.tables_and_columns()))
+
+    def _close(self) -> None:
+        if self._inflight is not None:
+            try:
+                self._settle()
+            except Exception as e:  # the error that ended the loop (if any) is the one to report
+                log.error("the last batch could not be committed", error=str(e))
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None
+        if self.publisher is not None:
+            try:
+                self.publisher.close()
+            except Exception as e:  # closing must not hide the original error
+                log.warning("error while closing the Kafka producer", error=str(e))
+        if self.apply is not None:
+            self.apply.close()
+        self.kafka_ok = False
+        self.source_connected = False
+
