@@ -1,4 +1,4 @@
-"""cdc-bridge command line: run | check | snapshot | rebuild | inspect.
+"""cdc-bridge command line: run | ingest | worker | check | snapshot | rebuild | inspect.
 
 Exit codes: 0 ok; 1 mapping errors; 2 schema problems found by `check`; 3 server
 settings; 64 usage; 70 recovery refused; 78 bad configuration; source errors
@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -42,6 +43,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file (environment variables CDC_BRIDGE__* override it)")
     run.add_argument("--print-config", action="store_true", help="print the effective configuration (secrets masked) and exit")
+
+    ing = sub.add_parser(
+        "ingest",
+        help="scale-out, first stage: binlog -> commands topic (the aggregate workers apply them)",
+        description="Run ingest only: stream the binlog through the mappings and publish the commands, exactly once "
+        "with the source checkpoint, to the commands topic (<name>.commands, state.partitions partitions), where "
+        "`cdc-bridge worker` processes apply them. Shares the checkpoint and transactional.id with `run`: run one or "
+        "the other. See docs/scaling.md.",
+    )
+    ing.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file")
+    ing.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+
+    wrk = sub.add_parser(
+        "worker",
+        help="scale-out, second stage: an aggregate worker of the bridge's consumer group",
+        description="Run an aggregate worker: a member of the consumer group <name>.workers over the commands topic. "
+        "It applies the commands of the partitions assigned to it to their state (LMDB in state.dir, restored from "
+        "the changelog topic when behind) and publishes events, changelog and consumed offsets in one Kafka "
+        "transaction. Start as many as you like, on any machines; each needs its own state.dir and a stable, "
+        "unique --worker-id. See docs/scaling.md.",
+    )
+    wrk.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file (the same as ingest's)")
+    wrk.add_argument("--worker-id", help="this worker's stable identity (default worker.id, else the host name)")
+    wrk.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
 
     chk = sub.add_parser(
         "check",
@@ -102,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging()
     try:
-        if args.command == "run":
+        if args.command in ("run", "ingest", "worker"):
             return _run(args)
         if args.command == "check":
             return _check(args)
@@ -125,12 +150,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """run (embedded), ingest and worker: a daemon with metrics, health and signals."""
     from cdc_bridge.config import load_config
     from cdc_bridge.mapping.loader import load_mappings
     from cdc_bridge.observability.http import HealthServer
     from cdc_bridge.observability.logging import configure_logging
     from cdc_bridge.observability.metrics import BridgeMetrics
-    from cdc_bridge.pipeline import Bridge
 
     cfg = load_config(args.config)
     configure_logging(cfg.log_level)
@@ -139,11 +164,23 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     mappings = load_mappings(cfg.mappings_dir)  # a bad mapping never starts the daemon
     metrics = BridgeMetrics()
-    metrics.info.info({"version": __version__, "name": cfg.name})
-    bridge = Bridge(cfg, mappings, metrics)
+    role = {"run": "embedded", "ingest": "ingest", "worker": "worker"}[args.command]
+    metrics.info.info({"version": __version__, "name": cfg.name, "role": role})
+    if args.command == "worker":
+        from cdc_bridge.apply.worker import AggregateWorker
+
+        bridge: Any = AggregateWorker(cfg, mappings, metrics, worker_id=args.worker_id)
+    elif args.command == "ingest":
+        from cdc_bridge.pipeline import Ingest
+
+        bridge = Ingest(cfg, mappings, metrics)
+    else:
+        from cdc_bridge.pipeline import Bridge
+
+        bridge = Bridge(cfg, mappings, metrics)
     http = HealthServer(cfg.http.host, cfg.http.port, metrics.registry, bridge.health, bridge.readiness)
     http.start()
-    log.info("bridge starting", name=cfg.name, http_port=http.port, mappings=str(cfg.mappings_dir),
+    log.info("bridge starting", name=cfg.name, role=role, http_port=http.port, mappings=str(cfg.mappings_dir),
              aggregates=[a.aggregate for a in mappings.aggregates])
 
     def on_stop(signum, _frame):
@@ -151,6 +188,9 @@ def _run(args: argparse.Namespace) -> int:
         bridge.stop()
 
     def on_hup(_signum, _frame):
+        if not hasattr(bridge, "request_reload"):
+            log.warning("SIGHUP ignored: a worker applies the mappings it started with; restart it to change them")
+            return
         log.info("mapping reload requested (SIGHUP)")
         bridge.request_reload()
 
@@ -164,7 +204,8 @@ def _run(args: argparse.Namespace) -> int:
         rc = bridge.run()
     finally:
         http.stop()
-    log.info("bridge stopped", position=str(bridge.committed) if bridge.committed else None)
+    committed = getattr(bridge, "committed", None)
+    log.info("bridge stopped", role=role, position=str(committed) if committed else None)
     return rc
 
 

@@ -64,6 +64,23 @@ class CommandLogSettings(_Section):
     retention_ms: int = Field(default=-1, ge=-1, description="-1 keeps the command log forever")
 
 
+class WorkerSettings(_Section):
+    """Aggregate workers (`cdc-bridge worker`, docs/scaling.md); unused by `cdc-bridge run`."""
+
+    id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]+$",
+        description="this worker's stable identity (transactional.id <name>.worker.<id>): unique per worker, the "
+        "same across its restarts; default the host name (a StatefulSet pod's name)",
+    )
+    group_id: str | None = Field(default=None, description="consumer group of the workers; default <name>.workers")
+    changelog_topic: str | None = Field(default=None, description="state changelog topic; default <name>.changelog")
+    max_records: int = Field(default=2000, ge=1, description="commands records applied per Kafka transaction")
+    max_wait_ms: int = Field(default=100, ge=0, description="longest wait for more commands before committing")
+    session_timeout_ms: int = Field(default=10_000, ge=1000, description="how long a silent worker keeps its partitions")
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000,
+                                      description="longest time between two polls before the group drops the worker")
+
+
 class BridgeConfig(_Section):
     name: str = Field(
         default="cdc-bridge",
@@ -86,6 +103,7 @@ class BridgeConfig(_Section):
     log_level: str = "INFO"
     snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings)
     command_log: CommandLogSettings = Field(default_factory=CommandLogSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
 
 class ConfigError(Exception):

@@ -33,9 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal
 
+from cdc_bridge.config import BridgeConfig
 from cdc_bridge.jsoncodec import dumps, loads
 from cdc_bridge.mapping.command import Command
 from cdc_bridge.mapping.translate import command_to_wire, commands_from_wire
+from cdc_bridge.sink.topics import TopicRole, TopicSpec
 from cdc_bridge.source.position import SourcePosition
 
 RECORD_HEADER = "cdc-bridge-record"
@@ -63,6 +65,16 @@ class CommandsRecord:
     @property
     def order_key(self) -> tuple[int, int]:
         return self.position.order_key
+
+
+def commands_topic_name(config: BridgeConfig) -> str:
+    return config.command_log.topic or f"{config.name}.commands"
+
+
+def commands_topic_spec(config: BridgeConfig) -> TopicSpec:
+    # verified like an events topic (its partition count is the contract): one partition per state partition
+    return TopicSpec(commands_topic_name(config), TopicRole.EVENTS, config.state.partitions,
+                     config.kafka.replication_factor, {"retention.ms": str(config.command_log.retention_ms)})
 
 
 # --------------------------------------------------------------------------- encoding

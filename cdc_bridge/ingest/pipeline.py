@@ -40,7 +40,8 @@ from cdc_bridge.aggregate.event import DomainEvent
 from cdc_bridge.aggregate.router import partition_for
 from cdc_bridge.apply.in_process import InProcessApply
 from cdc_bridge.config import BridgeConfig
-from cdc_bridge.ingest.commands_topic import Record, sweep_records, txn_records, watermark_records
+from cdc_bridge.ingest.commands_topic import (Record, commands_topic_name, commands_topic_spec, sweep_records,
+                                              txn_records, watermark_records)
 from cdc_bridge.ingest.reader_process import ProcessSource
 from cdc_bridge.ingest.snapshot_phase import SnapshotPhase
 from cdc_bridge.mapping.command import Command, DeadLetter
@@ -49,7 +50,7 @@ from cdc_bridge.observability.metrics import MAPPING_REASONS, BridgeMetrics  # n
 from cdc_bridge.sink.checkpoint import read_checkpoint
 from cdc_bridge.sink.errors import BatchAbortedError
 from cdc_bridge.sink.publisher import PublisherHooks, TransactionalPublisher
-from cdc_bridge.sink.topics import TopicAdmin, TopicRole, TopicSpec
+from cdc_bridge.sink.topics import TopicAdmin, TopicSpec
 from cdc_bridge.source.binlog import BinlogSource
 from cdc_bridge.source.errors import SourceUnavailableError
 from cdc_bridge.source.position import SourcePosition, binlog_file_index
@@ -68,16 +69,6 @@ class RecoveryError(Exception):
     """Kafka's checkpoint and LMDB's state cannot be reconciled automatically."""
 
     exit_code = 95   # the state's range (90-95); 70 is a fatal Kafka error
-
-
-def commands_topic_name(config: BridgeConfig) -> str:
-    return config.command_log.topic or f"{config.name}.commands"
-
-
-def commands_topic_spec(config: BridgeConfig) -> TopicSpec:
-    # one commands partition per state partition: partition p of the topic is partition p of the state
-    return TopicSpec(commands_topic_name(config), TopicRole.EVENTS, config.state.partitions,
-                     config.kafka.replication_factor, {"retention.ms": str(config.command_log.retention_ms)})
 
 
 @dataclass
