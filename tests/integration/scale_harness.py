@@ -164,3 +164,49 @@ def sleep_alive(cluster: Cluster, seconds: float) -> None:
     while time.monotonic() < end:
         cluster.assert_alive()
         time.sleep(0.2)
+
+
+class Workload:
+    """The monolith writer on its own thread, at about `rate` steps a second; `pause()` holds it between steps."""
+
+    def __init__(self, schema: str, seed: int, rate: float = 50.0) -> None:
+        import random
+        import threading
+
+        from devenv import mariadb
+        from devenv.monolith import MonolithWriter
+
+        self.writer = MonolithWriter(mariadb.admin_connect(), schema, rng=random.Random(seed))
+        self.interval = 1.0 / rate
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.steps = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.is_set():
+                with self.lock:
+                    self.writer.step()
+                    self.steps += 1
+                time.sleep(self.interval)
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread
+            self.error = e
+
+    def big_transaction(self, n_orders: int) -> None:
+        """One source transaction of about 2.5 rows per order, between two steps."""
+        with self.lock:
+            self.writer.big_transaction(n_orders)
+
+    def pause(self):
+        return self.lock
+
+    def __enter__(self) -> "Workload":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(30)
+        assert self.error is None, f"the writer failed: {self.error!r}"
