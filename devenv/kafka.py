@@ -143,6 +143,9 @@ transaction.state.log.num.partitions=4
 # expires (default 9 s): keep crash-restart tests quick
 broker.session.timeout.ms=4000
 broker.heartbeat.interval.ms=1000
+# the broker aborts transactions past their timeout on this period (default 10 s): the test of a
+# worker stopped past kafka.transaction_timeout_ms sees the abort and the fencing within seconds
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 
 num.partitions=1
 auto.create.topics.enable=false

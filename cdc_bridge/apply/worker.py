@@ -195,7 +195,8 @@ class AggregateWorker:
         publisher = TransactionalPublisher(
             cfg.kafka, transactional_id=self.transactional_id, checkpoint_topic=self.changelog_topic,
             dead_letter_topic=self.dead_letter_topic, bridge_name=cfg.name, partitioner=partition_for,
-            hooks=PublisherHooks(on_retry=lambda op, err: self.metrics.errors.labels(f"kafka_{op}_retry").inc()),
+            hooks=PublisherHooks.with_fault_injection(
+                on_retry=lambda op, err: self.metrics.errors.labels(f"kafka_{op}_retry").inc()),
             startup_sleep=self._sleep, offsets_of_topic=self.changelog_topic)
         publisher.start()
         self._publisher = publisher

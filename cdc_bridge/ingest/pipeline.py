@@ -244,17 +244,8 @@ class IngestPipeline:
         self.metrics.kafka_connected.set(1)
 
     def _publisher_hooks(self) -> PublisherHooks:
-        on_retry = lambda op, err: self.metrics.errors.labels(f"kafka_{op}_retry").inc()  # noqa: E731
-        delay_ms = float(os.environ.get("CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS", "0") or 0)
-        if delay_ms > 0:
-            # Fault injection for the crash test: hold each Kafka transaction open for a while
-            # so that a kill lands inside it. Never set in production.
-            def hold(n: int) -> None:
-                log.warning("fault injection: Kafka transaction open", records=n, hold_ms=delay_ms)
-                time.sleep(delay_ms / 1000)
-
-            return PublisherHooks(on_retry=on_retry, before_commit=hold)
-        return PublisherHooks(on_retry=on_retry)
+        return PublisherHooks.with_fault_injection(
+            on_retry=lambda op, err: self.metrics.errors.labels(f"kafka_{op}_retry").inc())
 
     def _recover(self) -> tuple[SourcePosition | None, SourcePosition | None]:
         """Returns (start position for the source, position up to which we only re-apply state)."""

@@ -29,6 +29,7 @@ Messages (docs/kafka.md):
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -90,6 +91,20 @@ class PublisherHooks:
     # called with the Kafka transaction open and every record produced, right before the
     # commit (fault injection in the crash test; exceptions here abort the batch)
     before_commit: Callable[[int], None] | None = None
+
+    @classmethod
+    def with_fault_injection(cls, on_retry: Callable[[str, KafkaError], None] | None = None) -> "PublisherHooks":
+        """Hooks for a pipeline. CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS (crash tests only, never in
+        production) holds each Kafka transaction open that long, so that a kill or a stop lands inside it."""
+        delay_ms = float(os.environ.get("CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS", "0") or 0)
+        if delay_ms <= 0:
+            return cls(on_retry=on_retry)
+
+        def hold(n: int) -> None:
+            log.warning("fault injection: Kafka transaction open", records=n, hold_ms=delay_ms)
+            time.sleep(delay_ms / 1000)
+
+        return cls(on_retry=on_retry, before_commit=hold)
 
 
 class TransactionalPublisher:

@@ -48,9 +48,9 @@ class Cluster:
     def ingest(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         return self.start("ingest", "ingest", env=env)
 
-    def worker(self, n: int) -> subprocess.Popen:
+    def worker(self, n: int, env: dict[str, str] | None = None) -> subprocess.Popen:
         return self.start(f"w{n}", "worker", "--worker-id", f"w{n}",
-                          env={"CDC_BRIDGE__STATE__DIR": str(self.tmp / f"state-w{n}")})
+                          env={"CDC_BRIDGE__STATE__DIR": str(self.tmp / f"state-w{n}"), **(env or {})})
 
     def signal(self, who: str, sig: int) -> None:
         os.killpg(self.procs[who].pid, sig)

@@ -126,12 +126,18 @@ def test_workers_come_go_crash_and_stall_exactly_once(fresh_db, tmp_path):
             sleep_alive(c, 3)
             settle("worker killed", load)
 
-            c.signal("w3", signal.SIGSTOP)                # past session and transaction timeouts
-            sleep_alive(c, 14)
-            c.signal("w3", signal.SIGCONT)                # fenced; joins again as a new member
-            wait_log(c, "w3", "joining again", timeout=90)
+            # a worker whose Kafka transaction is open when it stops: w4 holds each one open 1.5 s
+            c.worker(4, env={"CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS": "1500"})
+            wait_log(c, "w4", "fault injection: Kafka transaction open", timeout=90)
+            c.signal("w4", signal.SIGSTOP)                # past session (6 s) and transaction (10 s) timeouts
+            sleep_alive(c, 16)
+            c.signal("w4", signal.SIGCONT)                # its transaction was aborted; it is fenced, rejoins
+            h.wait_for(lambda: c.assert_alive() or c.log_count("w4", "joining again")
+                       or c.log_count("w4", "Kafka transaction aborted"), 90, "w4 to notice it was fenced")
+            c.signal("w4", signal.SIGTERM)
+            del c.procs["w4"]
             sleep_alive(c, 3)
-            settle("worker stopped past the transaction timeout", load)
+            settle("worker stopped inside a transaction past its timeout", load)
 
             c.worker(2)                                   # w2 comes back on its old state dir
             wait_log(c, "w2", "partition started", at_least=2)
@@ -156,4 +162,4 @@ def test_workers_come_go_crash_and_stall_exactly_once(fresh_db, tmp_path):
             settle("3 -> 1 workers", load)
     finally:
         c.stop_all()
-    assert c.log_count("w1", "restoring partition state") + c.log_count("w3", "restoring partition state") > 0
+    assert sum(c.log_count(w, "restoring partition state") for w in ("w1", "w2", "w3", "w4")) > 0
