@@ -1,7 +1,7 @@
-"""cdc-bridge command line: run | ingest | worker | check | snapshot | rebuild | inspect.
+"""cdc-bridge command line: run | ingest | worker | handover | check | snapshot | rebuild | inspect.
 
 Exit codes: 0 ok; 1 mapping errors; 2 schema problems found by `check`; 3 server
-settings; 64 usage; 70 recovery refused; 78 bad configuration; source errors
+settings; 64 usage; 95 recovery refused; 96 handover refused; 78 bad configuration; source errors
 (see docs/source.md) and sink errors (docs/kafka.md) carry their own codes.
 """
 
@@ -109,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     reb.add_argument("--mappings", "-m", metavar="DIR", help="mappings with the new rules (default: the config's)")
     reb.add_argument("--until-caught-up", action="store_true", help="exit 0 once caught up instead of following")
 
+    hnd = sub.add_parser(
+        "handover",
+        help="move a stopped bridge's state between embedded mode (run) and aggregate workers (ingest + worker)",
+        description="--to workers: with the embedded bridge stopped, write its LMDB state to the changelog topic and "
+        "start the workers' consumer group exactly after it; then start `ingest` and the workers. --to embedded: "
+        "with ingest and the workers stopped (and the workers' lag 0), read the changelog into a fresh LMDB in "
+        "state.dir at the checkpoint; then start `run`. Nothing is published: no event is lost or doubled. "
+        "Exit 96 when refused (the message says what to do first). See docs/scaling.md.",
+    )
+    hnd.add_argument("--config", "-c", metavar="FILE", required=True, help="the bridge's YAML file")
+    hnd.add_argument("--to", required=True, choices=("workers", "embedded"), help="the mode to move to")
+
     ins = sub.add_parser(
         "inspect",
         help="show the bridge's checkpoint, state position and an aggregate's stored state",
@@ -137,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rebuild(args)
         if args.command == "snapshot":
             return _snapshot(args)
+        if args.command == "handover":
+            return _handover(args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
@@ -258,6 +272,16 @@ def _rebuild(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
     return bridge.run()
+
+
+def _handover(args: argparse.Namespace) -> int:
+    from cdc_bridge.apply import handover
+    from cdc_bridge.config import load_config
+
+    cfg = load_config(args.config)
+    report = handover.to_workers(cfg) if args.to == "workers" else handover.to_embedded(cfg)
+    print(report.render())
+    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -364,6 +364,15 @@ class LmdbStateStore:
             for _, raw in txn.cursor():
                 yield AggregateRecord.from_json_dict(_loads(raw))
 
+    def raw_records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Committed records of one partition as stored: (record key, record JSON), in key order
+        (the changelog's form: handover to aggregate workers)."""
+        self._check_open()
+        self._check_partition(partition)
+        with self._env.begin(db=self._pdb[partition]) as txn:
+            for key, raw in txn.cursor():
+                yield bytes(key), bytes(raw)
+
     # ------------------------------------------------------------------ held index
 
     def held_add(self, ref: HeldRef) -> None:

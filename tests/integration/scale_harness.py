@@ -53,9 +53,13 @@ class Cluster:
                           env={"CDC_BRIDGE__STATE__DIR": str(self.tmp / f"state-w{n}"), **(env or {})})
 
     def signal(self, who: str, sig: int) -> None:
+        """SIGTERM and SIGKILL wait for the process to end and forget it (SIGTERM must end it with 0)."""
         os.killpg(self.procs[who].pid, sig)
         if sig in (signal.SIGKILL, signal.SIGTERM):
-            self.procs[who].wait(60)
+            proc = self.procs.pop(who)
+            rc = proc.wait(60)
+            if sig == signal.SIGTERM:
+                assert rc == 0, f"{who} exited {rc} on SIGTERM:\n{self.log(who).read_text(errors='replace')[-3000:]}"
 
     def alive(self, who: str) -> bool:
         return who in self.procs and self.procs[who].poll() is None
