@@ -180,48 +180,51 @@ def test_handover_embedded_to_workers_and_back(fresh_db, tmp_path):
     c = Cluster(tmp_path / "hand", cfg, path)
     state_dir = tmp_path / "hand" / "state"
 
-    rc, out = _handover(c, "workers")
-    assert rc == 96 and "no checkpoint" in out, out
+    try:
+        rc, out = _handover(c, "workers")
+        assert rc == 96 and "no checkpoint" in out, out
 
-    c.run_embedded()
-    for _ in range(120):
-        writer.step()
-    c.wait_caught_up(conn, workers=False)
-    rc, out = _handover(c, "workers")
-    assert rc == 96 and "Stop the embedded bridge" in out, out   # it still runs: its state dir is locked
-    c.signal("bridge", signal.SIGTERM)
-    rc, out = _handover(c, "embedded")
-    assert rc == 96 and "never ran aggregate workers" in out, out
+        c.run_embedded()
+        for _ in range(120):
+            writer.step()
+        c.wait_caught_up(conn, workers=False)
+        rc, out = _handover(c, "workers")
+        assert rc == 96 and "Stop the embedded bridge" in out, out   # it still runs: its state dir is locked
+        c.signal("bridge", signal.SIGTERM)
+        rc, out = _handover(c, "embedded")
+        assert rc == 96 and "never ran aggregate workers" in out, out
 
-    rc, out = _handover(c, "workers")
-    assert rc == 0 and "handover to workers done" in out, out
-    c.ingest()
-    c.worker(1)
-    c.worker(2)
-    for i in range(150):
-        writer.step()
-        if i == 50:
-            writer.big_transaction(200)
-    c.wait_caught_up(conn, workers=True)
-    assert c.log_count("w1", '"kind": "full"') + c.log_count("w2", '"kind": "full"') >= 1
-    rc, out = _handover(c, "embedded")
-    assert rc == 96 and "workers are running" in out, out
+        rc, out = _handover(c, "workers")
+        assert rc == 0 and "handover to workers done" in out, out
+        c.ingest()
+        c.worker(1)
+        c.worker(2)
+        for i in range(150):
+            writer.step()
+            if i == 50:
+                writer.big_transaction(200)
+        c.wait_caught_up(conn, workers=True)
+        assert c.log_count("w1", '"kind": "full"') + c.log_count("w2", '"kind": "full"') >= 1
+        rc, out = _handover(c, "embedded")
+        assert rc == 96 and "workers are running" in out, out
 
-    c.signal("ingest", signal.SIGTERM)
-    h.wait_for(c.drained, 60, "the workers to apply every command")
-    c.signal("w1", signal.SIGTERM)
-    c.signal("w2", signal.SIGTERM)
-    rc, out = _handover(c, "embedded")
-    assert rc == 96 and "already holds state" in out, out
-    state_dir.rename(tmp_path / "hand" / "state.embedded-before")
-    rc, out = _handover(c, "embedded")
-    assert rc == 0 and "handover to embedded done" in out, out
+        c.signal("ingest", signal.SIGTERM)
+        h.wait_for(c.drained, 60, "the workers to apply every command")
+        c.signal("w1", signal.SIGTERM)
+        c.signal("w2", signal.SIGTERM)
+        rc, out = _handover(c, "embedded")
+        assert rc == 96 and "already holds state" in out, out
+        state_dir.rename(tmp_path / "hand" / "state.embedded-before")
+        rc, out = _handover(c, "embedded")
+        assert rc == 0 and "handover to embedded done" in out, out
 
-    c.run_embedded()
-    for _ in range(100):
-        writer.step()
-    c.wait_caught_up(conn, workers=False)
-    c.stop_all()
+        c.run_embedded()
+        for _ in range(100):
+            writer.step()
+        c.wait_caught_up(conn, workers=False)
+        c.stop_all()
+    finally:
+        c.stop_all()
     assert c.log_count("bridge", "state and checkpoint agree") == 1   # the second run: on the handed-back state
     n_events, n_aggregates = check_story(h.events_of(h.read_topic(topic)), conn, schema)
     assert n_aggregates > 100

@@ -124,7 +124,7 @@ def exported_metric_names() -> tuple[set[str], set[str]]:
 def kubernetes_objects() -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for path in sorted(KUBERNETES.rglob("*.yaml")):
-        if path.name == "kustomization.yaml":
+        if path.name == "kustomization.yaml" or path.name.endswith("-patch.yaml"):
             continue
         out.extend((path, doc) for doc in load_yaml_docs(path))
     return out
@@ -341,11 +341,15 @@ def test_kustomizations_list_existing_files() -> None:
     for kust in KUBERNETES.rglob("kustomization.yaml"):
         (doc,) = load_yaml_docs(kust)
         for resource in doc["resources"]:
-            assert (kust.parent / resource).is_file(), f"{kust.relative_to(ROOT)} lists missing {resource}"
+            target = kust.parent / resource
+            assert target.is_file() or (target / "kustomization.yaml").is_file(), \
+                f"{kust.relative_to(ROOT)} lists missing {resource}"
+        for patch in doc.get("patches", []):
+            assert (kust.parent / patch["path"]).is_file(), f"{kust.relative_to(ROOT)} patches with missing {patch}"
 
 
 def test_statefulset_probes_volume_and_shutdown() -> None:
-    sts = the_object("StatefulSet")
+    sts = the_object_named("StatefulSet", "cdc-bridge")
     spec = sts["spec"]
     assert spec["replicas"] == 1, "one bridge per source database: a second replica would fence the first"
     pod = spec["template"]["spec"]
@@ -365,7 +369,7 @@ def test_statefulset_probes_volume_and_shutdown() -> None:
         assert ("ConfigMap", name) in objects, f"the StatefulSet mounts ConfigMap {name}, which is not defined"
     secret = env["CDC_BRIDGE__SOURCE__PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
     assert ("Secret", secret) in objects
-    service = the_object("Service")
+    service = the_object_named("Service", "cdc-bridge")
     assert service["spec"]["clusterIP"] == "None" and spec["serviceName"] == service["metadata"]["name"]
     assert [p["port"] for p in service["spec"]["ports"]] == [9108]
 
@@ -393,3 +397,35 @@ def the_object_named(kind: str, name: str) -> dict[str, Any]:
         if doc.get("kind") == kind and doc["metadata"]["name"] == name:
             return doc
     raise AssertionError(f"no {kind} {name} under deploy/kubernetes")
+
+
+def test_scale_out_workers_statefulset_and_ingest_patch() -> None:
+    workers = the_object_named("StatefulSet", "cdc-bridge-worker")
+    spec = workers["spec"]
+    assert spec["replicas"] >= 2 and spec["podManagementPolicy"] == "Parallel"
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["cdc-bridge"] and container["args"][0] == "worker"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    claims = {c["metadata"]["name"] for c in spec["volumeClaimTemplates"]}
+    assert {m["mountPath"]: m["name"] for m in container["volumeMounts"]}["/var/lib/cdc-bridge"] in claims
+    bridge_selector = the_object_named("StatefulSet", "cdc-bridge")["spec"]["selector"]["matchLabels"]
+    pod_labels = spec["template"]["metadata"]["labels"]
+    assert not all(pod_labels.get(k) == v for k, v in bridge_selector.items()), "the bridge's selector matches workers"
+    service = the_object_named("Service", "cdc-bridge-worker")
+    assert service["spec"]["selector"].items() <= pod_labels.items() and spec["serviceName"] == "cdc-bridge-worker"
+    (patch,) = load_yaml_docs(KUBERNETES / "scale-out" / "ingest-patch.yaml")
+    (c,) = patch["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["cdc-bridge"] and c["args"][0] == "ingest"
+    (kust,) = load_yaml_docs(KUBERNETES / "scale-out" / "kustomization.yaml")
+    assert "../" in kust["resources"]
+
+
+def test_compose_scale_out_file() -> None:
+    (doc,) = load_yaml_docs(COMPOSE_FILE.parent / "docker-compose.scale-out.yml")
+    services = doc["services"]
+    assert services["bridge"]["profiles"] == ["embedded"], "the embedded bridge would fence ingest"
+    assert services["ingest"]["command"][0] == "ingest" and services["worker"]["command"][0] == "worker"
+    assert "bridge" in services["ingest"]["networks"]["default"]["aliases"]
+    (prom,) = load_yaml_docs(PROMETHEUS)
+    assert any(sd["names"] == ["worker"] for job in prom["scrape_configs"] for sd in job.get("dns_sd_configs", []))
