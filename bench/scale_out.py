@@ -327,7 +327,7 @@ def hop_latency(setup: Setup, conn, db: str, writer: BatchedMonolith, mode: str,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, help="row changes in the commands topic (default 500000; --quick 100000)")
+    ap.add_argument("--rows", type=int, help="row changes in the commands topic (default 500000; --quick 250000: the second worker must join before the first drained it all)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--partitions", type=int, default=4, help="state.partitions = commands partitions (default 4)")
     ap.add_argument("--restore-aggregates", type=int, help="changelog records for (h) (default 1000000; --quick 200000)")
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--db", default="bench_scale")
     args = ap.parse_args(argv)
-    rows_wanted = args.rows or (100_000 if args.quick else 500_000)
+    rows_wanted = args.rows or (250_000 if args.quick else 500_000)
     restore_n = args.restore_aggregates or (200_000 if args.quick else 1_000_000)
     lat_s = args.latency_seconds or (8.0 if args.quick else 15.0)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}

@@ -221,12 +221,24 @@ class AggregateWorker:
                 if self._restorer.tasks:
                     for p, start in self._restorer.step(0.5).items():
                         self._start_partition(p, start)
-                msgs = consumer.consume(max_records, timeout if not self._restorer.tasks else 0.05)
+                msgs = self._poll(consumer, max_records, timeout if not self._restorer.tasks else 0.05)
                 if msgs:
                     self._process(msgs)
                 self._update_lag()
         finally:
             self._end_session()
+
+    @staticmethod
+    def _poll(consumer: Any, max_records: int, timeout: float) -> list[Any]:
+        """What is fetched already (up to max_records), else the first record within timeout plus what came
+        with it. (consume(n, timeout) alone would wait out the timeout for n records: latency when idle.)"""
+        msgs = consumer.consume(max_records, 0)
+        if msgs:
+            return msgs
+        first = consumer.poll(timeout)
+        if first is None:
+            return []
+        return [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
 
     def _end_session(self) -> None:
         consumer, self._consumer = self._consumer, None
