@@ -14,7 +14,8 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml setup.py cdc_bridge/source/_rowcodec.c
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	@# PYTHONWARNINGS: setuptools' editable-install banner is not for users of this project
+	PYTHONWARNINGS=ignore $(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
 services-up: venv
@@ -26,11 +27,11 @@ services-down: venv
 services-status: venv
 	$(PY) -m devenv status
 
-# Unit tests (no services) then integration tests (real MariaDB + Kafka).
+# Unit tests (no services) then integration tests (real MariaDB + Kafka), then the 15 slowest.
 # Services are stopped afterwards unless KEEP_SERVICES=1 (handy for quick re-runs).
 test: venv
 	@$(PY) -m devenv up || { $(PY) -m devenv down; exit 1; }; \
-	$(VENV)/bin/pytest $(PYTEST_ARGS) tests; rc=$$?; \
+	$(VENV)/bin/pytest --durations=15 $(PYTEST_ARGS) tests/unit tests/integration; rc=$$?; \
 	if [ -z "$(KEEP_SERVICES)" ]; then $(PY) -m devenv down; fi; \
 	exit $$rc
 

@@ -21,8 +21,17 @@ from cdc_bridge import __version__
 log = structlog.get_logger("cdc_bridge")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64 (EX_USAGE), as docs/operations.md says: 2 is `check`'s
+    "schema problems"."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(64, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="cdc-bridge",
         description=(
             "Tails a MySQL/MariaDB binlog, turns committed row changes into commands through the YAML "
@@ -157,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         code = getattr(e, "exit_code", None)
         if code is None:
             raise
-        log.error(type(e).__name__, error=str(e), exit_code=code)
-        print(f"cdc-bridge: {e}", file=sys.stderr)
+        # once: plain text for a person at a terminal, a JSON log line for a log collector
+        if sys.stderr.isatty():
+            print(f"cdc-bridge: {e}", file=sys.stderr)
+        else:
+            log.error(type(e).__name__, error=str(e), exit_code=code)
         return int(code)
     return 64
 
@@ -287,26 +299,60 @@ def _handover(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from cdc_bridge.aggregate.router import partition_for
     from cdc_bridge.config import load_config
-    from cdc_bridge.sink.checkpoint import read_checkpoint
+    from cdc_bridge.mapping.check import _suggest
+    from cdc_bridge.mapping.loader import load_mappings
+    from cdc_bridge.sink.checkpoint import checkpoint_position, read_checkpoint
     from cdc_bridge.state.lmdb_store import LmdbStateStore
 
     cfg = load_config(args.config)
+    if bool(args.aggregate) != bool(args.aggregate_id):
+        print("cdc-bridge inspect: --aggregate and --id go together, e.g. --aggregate Order --id 42", file=sys.stderr)
+        return 64
+    if args.aggregate:
+        names = [a.aggregate for a in load_mappings(cfg.mappings_dir).aggregates]
+        if args.aggregate not in names:
+            print(f"cdc-bridge: no aggregate {args.aggregate!r} in {cfg.mappings_dir}{_suggest(args.aggregate, names)} "
+                  f"(aggregates: {', '.join(names)})", file=sys.stderr)
+            return 64
     ckpt_topic = cfg.kafka.checkpoint_topic or f"{cfg.name}.checkpoints"
-    out: dict = {"checkpoint": read_checkpoint(cfg.kafka, ckpt_topic, cfg.name)}
+    ckpt = read_checkpoint(cfg.kafka, ckpt_topic, cfg.name)
+    out: dict = {"checkpoint": ckpt}
     # read-only: works beside a running daemon, which holds the writer lock
     store = LmdbStateStore(cfg.state.dir, partitions=cfg.state.partitions, map_size=cfg.state.map_size_mb << 20,
                            readonly=True)
+    found = True
     try:
         pos = store.applied_position()
         out["state"] = {"applied_position": pos.to_dict() if pos else None, "meta": store.meta(), **store.stats()}
-        if args.aggregate and args.aggregate_id:
+        if args.aggregate:
             p = partition_for(args.aggregate_id, cfg.state.partitions)
             rec = store.get(p, args.aggregate, args.aggregate_id)
             out["aggregate"] = {"partition": p, "record": rec.to_dict() if rec else None}
+            found = rec is not None
     finally:
         store.close()
+    print(_inspect_summary(cfg.name, ckpt, pos, checkpoint_position))
+    if args.aggregate and not found:
+        print(f"no {args.aggregate} with id {args.aggregate_id!r} in the state (partition "
+              f"{out['aggregate']['partition']}): the bridge never saw it, or the id is spelled differently "
+              "(a composite id is written 'a:b')")
     print(json.dumps(out, indent=2, default=str))
-    return 0
+    return 0 if found else 1
+
+
+def _inspect_summary(name: str, ckpt: dict | None, lmdb_pos: Any, checkpoint_position: Any) -> str:
+    """One line first: do Kafka's checkpoint and LMDB agree?"""
+    if ckpt is None:
+        return (f"bridge {name!r}: no Kafka checkpoint yet; LMDB at {lmdb_pos}" if lmdb_pos else
+                f"bridge {name!r}: no Kafka checkpoint and no state yet (it has not committed a batch)")
+    ck = checkpoint_position(ckpt)
+    if lmdb_pos is None:
+        return f"bridge {name!r}: Kafka checkpoint at {ck} (batch {ckpt.get('batch')}); LMDB holds no state"
+    if lmdb_pos.order_key == ck.order_key:
+        return f"bridge {name!r}: Kafka checkpoint and LMDB in sync at {ck} (batch {ckpt.get('batch')})"
+    rel = "behind" if lmdb_pos < ck else "AHEAD of"
+    return (f"bridge {name!r}: LMDB at {lmdb_pos} is {rel} the Kafka checkpoint at {ck} (batch {ckpt.get('batch')})"
+            + ("; a running bridge re-applies it without publishing" if rel == "behind" else ""))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Both services are started by the project's own code, so a developer machine,
 
 Everything lives under the repo root (computed from this file, so any clone works):
   .run/    state of the running servers (datadirs, pid files, logs); delete it to start from scratch
+           (CDC_DEVENV_RUN_DIR puts it elsewhere: a second set of servers, with other ports)
   .cache/  downloaded Kafka jars (kept across ``down``/``up``)
 
 Addresses: MariaDB on 127.0.0.1:33306 (env CDC_TEST_MYSQL_PORT), user/password cdc/cdc;
@@ -41,7 +42,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_DIR = ROOT / ".run"
+# CDC_DEVENV_RUN_DIR: another set of servers (with other CDC_TEST_* ports) beside the usual one
+RUN_DIR = Path(os.environ["CDC_DEVENV_RUN_DIR"]) if os.environ.get("CDC_DEVENV_RUN_DIR") else ROOT / ".run"
 CACHE_DIR = ROOT / ".cache"
 
 
@@ -51,7 +53,10 @@ class ServiceError(RuntimeError):
 
 def log(msg: str) -> None:
     # stderr, so `status` output on stdout stays machine-readable
-    print(f"[devenv] {msg}", file=sys.stderr, flush=True)
+    try:
+        print(f"[devenv] {msg}", file=sys.stderr, flush=True)
+    except OSError:   # stderr is a closed pipe (`make demo 2>&1 | tee`, then Ctrl-C): go on stopping
+        pass
 
 
 @contextlib.contextmanager

@@ -63,6 +63,7 @@ class CheckReport:
     live: bool = False
     server: str | None = None          # e.g. "MariaDB 10.11.19 at 127.0.0.1:3306"
     strict: bool = False               # warnings count as errors (of their category)
+    schema_checked: bool = False       # the live check compared the mappings with the tables
 
     @property
     def errors(self) -> list[CheckProblem]:
@@ -92,8 +93,7 @@ class CheckReport:
         out: list[str] = []
         if self.mappings is not None:
             out.append(f"Mappings in {self.directory}: what will be captured and where it goes")
-            out.append(_table(["table", "aggregate", "entity", "id", "parent key", "fields", "filter",
-                               "commands", "events topic"], capture_rows(self.mappings)))
+            out.append(_blocks(capture_rows(self.mappings)))
         if self.problems:
             out.append("")
             out.append("Problems:")
@@ -102,6 +102,10 @@ class CheckReport:
         scope = f"live check against {self.server}" if self.live and self.server else (
             "live check" if self.live else "offline check (no database connection: tables, columns, keys "
             "and binlog settings not verified)")
+        if self.live and not self.schema_checked:
+            scope += (" (server settings only: tables and columns were not checked because the mappings have "
+                      "errors; fix them and run check again)" if self.server else
+                      " (nothing was checked on the server: no connection)")
         n_err, n_warn = len(self.errors), len(self.warnings)
         if self.ok:
             what = ""
@@ -171,22 +175,18 @@ def capture_rows(mappings: MappingSet) -> list[list[str]]:
     return rows
 
 
-def _table(header: list[str], rows: list[list[str]], max_width: int = 36) -> str:
-    wrapped = [[textwrap.wrap(c, max_width) or [""] for c in row] for row in rows]
-    widths = [len(h) for h in header]
-    for row in wrapped:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], *(len(x) for x in cell))
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    sep = "+-" + "-+-".join("-" * w for w in widths) + "-+"
-    out = [sep, line(header), sep]
-    for row in wrapped:
-        for k in range(max(len(c) for c in row)):
-            out.append(line([c[k] if k < len(c) else "" for c in row]))
-        out.append(sep)
+def _blocks(rows: list[list[str]], width: int = 100) -> str:
+    """One block per table, at most `width` columns (a terminal, a CI log): the table, where it goes,
+    then fields, filter and commands on wrapped lines."""
+    out = []
+    for table, aggregate, entity, ids, parent_key, fields, filt, commands, topic in rows:
+        head = f"{table} -> {aggregate} {entity}, id: {ids}"
+        if parent_key != "-":
+            head += f", parent key: {parent_key}"
+        out.extend(textwrap.wrap(f"{head} -> topic {topic}", width, initial_indent="  ", subsequent_indent="      "))
+        for label, text in (("fields", fields), ("filter", filt), ("commands", commands)):
+            out.extend(textwrap.wrap(text, width, initial_indent=f"      {label + ':':<10}",
+                                     subsequent_indent=" " * 16, break_on_hyphens=False))
     return "\n".join(out)
 
 
@@ -251,13 +251,19 @@ def check_live(directory: str | Path, conn_settings: dict[str, Any], strict: boo
     try:
         conn = pymysql.connect(**settings)
     except pymysql.MySQLError as e:
-        report.add("error", "server", f"cannot connect to {where} as {settings.get('user')!r}: {e}")
+        hint = ""
+        if e.args and e.args[0] == 1045:   # access denied
+            hint = (" — no password was given: set the environment variable CDC_BRIDGE__SOURCE__PASSWORD (or "
+                    "source.password in the config, or --db-password)" if "using password: NO" in str(e) else
+                    " — check source.user and the password in CDC_BRIDGE__SOURCE__PASSWORD / source.password")
+        report.add("error", "server", f"cannot connect to {where} as {settings.get('user')!r}: {e}{hint}")
         return report
     try:
         with conn.cursor() as cur:
             _check_server(cur, report, where)
             if report.mappings is not None:
                 _check_schema(cur, report, report.mappings)
+                report.schema_checked = True
     except pymysql.MySQLError as e:
         report.add("error", "server", f"query failed on {where}: {e}")
     finally:

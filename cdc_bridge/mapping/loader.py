@@ -105,7 +105,7 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int], list[Mapping
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None
         what = " ".join(x for x in (e.context, e.problem) if x) or str(e)
-        return None, {}, [MappingProblem(file, line, "", f"YAML syntax error: {what}")]
+        return None, {}, [MappingProblem(file, line, "", f"YAML syntax error: {what}{_yaml_hint(e, text)}")]
     except yaml.YAMLError as e:
         return None, {}, [MappingProblem(file, None, "", f"YAML syntax error: {e}")]
     finally:
@@ -113,6 +113,19 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int], list[Mapping
     lines: dict[Loc, int] = {(): 1}
     _record_lines(node, (), lines)
     return data, lines, problems
+
+
+def _yaml_hint(e: yaml.MarkedYAMLError, text: str) -> str:
+    """What a person usually did wrong, for the errors PyYAML words for parser writers."""
+    problem = e.problem or ""
+    if "'\\t'" in problem or "\t" in problem:
+        return " — indent with spaces, not tabs (YAML does not allow tabs for indentation)"
+    if "mapping values are not allowed here" in problem:
+        return (" — is this line indented deeper than the key above it? Keys of one mapping start in the same "
+                "column; a nested mapping goes under a key that ends with ':' and has nothing after it")
+    if "expected <block end>" in problem or "did not find expected key" in problem:
+        return " — check the indentation of this line against the lines above (keys of one mapping line up)"
+    return ""
 
 
 def _duplicate_keys(node: yaml.Node, file: str, path: Loc = ()) -> list[MappingProblem]:
@@ -412,6 +425,31 @@ def _validation_problems(exc: pydantic.ValidationError, data: Any, lines: dict[L
 # --------------------------------------------------------------------------- rules across keys
 
 
+def _unknown_root_fields(unknown: dict[str, list[tuple[Loc, str]]], unused: list[str], root_fields: list[str],
+                         root_cols: dict[str, str]) -> list[tuple[Loc, str]]:
+    """Transitions and enrich naming fields the root does not have. When several of them agree on a
+    name and a root field nothing references is close to it, the field is the likely typo: ONE problem
+    at the field's line (not one per reference, each suggesting the typo as the fix)."""
+    out: list[tuple[Loc, str]] = []
+    for name, refs in unknown.items():
+        renamed = next((n for n, c in root_cols.items() if c == name), None)
+        if renamed is not None:
+            out.extend((loc, f"{what} {name!r}: column {name} is carried as {renamed!r}; use the field name")
+                       for loc, what in refs)
+            continue
+        close = difflib.get_close_matches(name, unused, n=1, cutoff=0.75)
+        if close and len(refs) >= 2:
+            field = close[0]
+            users = ", ".join(key_path(loc) for loc, _ in refs)
+            out.append((("root", "fields", root_cols.get(field, field)),
+                        f"field {field!r} looks like a typo of {name!r}, the name {users} use: rename the field "
+                        f"to {name!r} (or, if {field!r} is right, change those references)"))
+            continue
+        out.extend((loc, f"{what} {name!r} is not a field of the root{_suggest(name, root_fields)} — root fields: "
+                         f"{_fmt_choices(root_fields)}") for loc, what in refs)
+    return out
+
+
 def semantic_problems(agg: AggregateMapping) -> list[tuple[Loc, str]]:
     """Problems of a well-formed mapping that pydantic cannot see key by key: [(key path, message)].
 
@@ -427,15 +465,12 @@ def semantic_problems(agg: AggregateMapping) -> list[tuple[Loc, str]]:
                 out.append((loc, f"{what} {name!r} is excluded from the root's fields"))
             return
         if name in root_fields:
+            used.add(name)
             return
-        hint = ""
-        renamed = next((n for n, c in root_cols.items() if c == name), None)
-        if renamed is not None:
-            hint = f" (column {name} is carried as {renamed!r}; use the field name)"
-        else:
-            hint = _suggest(name, root_fields)
-        out.append((loc, f"{what} {name!r} is not a field of the root{hint} — root fields: "
-                         f"{_fmt_choices(root_fields)}"))
+        unknown.setdefault(name, []).append((loc, what))
+
+    unknown: dict[str, list[tuple[Loc, str]]] = {}
+    used: set[str] = set()
 
     seen_transitions: dict[tuple, int] = {}
     for i, t in enumerate(agg.root.transitions):
@@ -451,6 +486,12 @@ def semantic_problems(agg: AggregateMapping) -> list[tuple[Loc, str]]:
         else:
             seen_transitions[key] = i
 
+    for i, child in enumerate(agg.children):
+        for j, name in enumerate(child.enrich):
+            check_root_field(("children", i, "enrich", j), name, "enrich field")
+    out.extend(_unknown_root_fields(unknown, [f for f in root_fields or [] if f not in used], root_fields or [],
+                                    root_cols))
+
     names: dict[str, int] = {}
     for i, child in enumerate(agg.children):
         if child.name in names:
@@ -463,8 +504,6 @@ def semantic_problems(agg: AggregateMapping) -> list[tuple[Loc, str]]:
                         f"has {len(child.parent_key)} column(s) ({_fmt_choices(child.parent_key)}) but root.id has "
                         f"{len(agg.root.id)} ({_fmt_choices(agg.root.id)}): list this table's columns holding "
                         "the root's id, in the order of root.id"))
-        for j, name in enumerate(child.enrich):
-            check_root_field(("children", i, "enrich", j), name, "enrich field")
 
     # two tables of one aggregate asking for the same command type would be indistinguishable
     entities: list[tuple[Loc, TableMapping]] = [(("root",), agg.root)]

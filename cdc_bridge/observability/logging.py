@@ -12,7 +12,6 @@ def configure_logging(level: str = "INFO", json_output: bool | None = None) -> N
     if json_output is None:
         json_output = not sys.stderr.isatty()
     lvl = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(level=lvl, stream=sys.stderr, format="%(message)s")
     processors = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -23,6 +22,16 @@ def configure_logging(level: str = "INFO", json_output: bool | None = None) -> N
         if json_output
         else [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     )
+    # stdlib loggers (librdkafka's lines through confluent-kafka, pymysqlreplication) are rendered
+    # like ours: one JSON object per line with level, logger and timestamp, not raw text in the stream
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer[-1]],
+    ))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(lvl)
     structlog.configure(
         processors=[*processors, *renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),

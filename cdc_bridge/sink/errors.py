@@ -179,6 +179,11 @@ def is_permanent_message_error(err: KafkaError | None) -> bool:
 
 
 def fenced_message(transactional_id: str, transaction_timeout_ms: int) -> str:
+    if ".worker." in transactional_id:   # an aggregate worker (docs/scaling.md) rejoins its group instead
+        return (f"producer fenced: transactional.id {transactional_id!r} was taken over (a worker with the same "
+                f"--worker-id started, or this one was paused for longer than kafka.transaction_timeout_ms="
+                f"{transaction_timeout_ms} and the broker aborted its transaction). Its uncommitted batch is "
+                "dropped; it joins the group again as a new member.")
     return (f"producer fenced: another bridge with transactional.id {transactional_id!r} took over; "
             f"run one bridge per source (if no other bridge runs, this one was paused for longer than "
             f"kafka.transaction_timeout_ms={transaction_timeout_ms} and the broker aborted its transaction). "

@@ -411,3 +411,36 @@ def test_mappingset_from_models_and_semantic_problems():
     ms = MappingSet([agg])
     assert ms.tables_and_columns() == {"shop.orders": {"id", "status"}}
     assert ms.locate("Order", ("root",)) == (None, None)
+
+
+# --------------------------------------------------------------------------- first-hour messages (issue 17)
+
+
+def test_a_misspelt_field_is_reported_once_at_the_field_not_at_every_reference(mapdir):
+    mapdir.write("orders.yaml", ORDER.replace("    status:\n", "    statuss:\n").replace("children:", (
+        "  transitions:\n"
+        "    - {field: status, from: pending, to: paid, event: OrderPaid}\n"
+        "    - {field: status, from: paid, to: shipped, event: OrderShipped}\n"
+        "children:")).replace("    fields: [id, sku]\n", "    fields: [id, sku]\n    enrich: [status]\n"))
+    errs = mapdir.errors()
+    assert len(errs) == 1, "\n".join(map(str, errs))
+    p = errs[0]
+    _at(p, "orders.yaml", 8)
+    assert p.key == "root.fields.statuss"
+    assert "field 'statuss' looks like a typo of 'status'" in p.message
+    assert "root.transitions[0].field, root.transitions[1].field, children[0].enrich[0]" in p.message
+    assert "did you mean 'statuss'" not in p.message
+
+
+def test_a_tab_in_the_indentation_says_to_indent_with_spaces(mapdir):
+    mapdir.write("orders.yaml", "aggregate: Order\nroot:\n\ttable: shop.orders\n")
+    [p] = mapdir.errors()
+    _at(p, "orders.yaml", 3)
+    assert "indent with spaces, not tabs" in p.message
+
+
+def test_a_key_indented_too_far_gets_an_indentation_hint(mapdir):
+    mapdir.write("orders.yaml", "aggregate: Order\nroot:\n  table: shop.orders\n    id: id\n")
+    [p] = mapdir.errors()
+    _at(p, "orders.yaml", 4)
+    assert "indented deeper than the key above" in p.message

@@ -1,0 +1,71 @@
+"""Issue 17: the command line's exit codes and messages, without services."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cdc_bridge import cli
+from cdc_bridge.mapping.check import check_live
+
+EXAMPLES = cli.Path(__file__).resolve().parents[2] / "mappings"
+
+
+def test_usage_errors_exit_64_not_2(capsys):
+    for argv in (["no-such-command"], ["inspect"], ["check", "--db-port", "x"], ["handover", "--config", "f"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 64, argv
+    assert "usage: cdc-bridge" in capsys.readouterr().err
+
+
+def _config(tmp_path) -> str:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "t", "source": {"host": "127.0.0.1", "port": 1, "user": "u", "password": "p"},
+        "kafka": {"bootstrap_servers": "127.0.0.1:1"}, "mappings_dir": str(EXAMPLES),
+        "state": {"dir": str(tmp_path / "state")}}))
+    return str(path)
+
+
+def test_inspect_of_an_unknown_aggregate_is_an_error_with_a_suggestion(tmp_path, capsys):
+    rc = cli.main(["inspect", "--config", _config(tmp_path), "--aggregate", "Ordr", "--id", "1"])
+    err = capsys.readouterr().err
+    assert rc == 64
+    assert "no aggregate 'Ordr'" in err and "did you mean 'Order'" in err and "Customer, Order" in err
+
+
+def test_inspect_needs_aggregate_and_id_together(tmp_path, capsys):
+    assert cli.main(["inspect", "--config", _config(tmp_path), "--aggregate", "Order"]) == 64
+    assert "--aggregate and --id go together" in capsys.readouterr().err
+
+
+def test_inspect_summary_line():
+    from cdc_bridge.sink.checkpoint import checkpoint_position
+    from cdc_bridge.source.position import SourcePosition
+
+    ck = {"position": {"gtid": "0-1-5", "binlog_file": "mysql-bin.000001", "binlog_pos": 500}, "batch": 3}
+    same = SourcePosition("0-1-5", "mysql-bin.000001", 500)
+    behind = SourcePosition("0-1-4", "mysql-bin.000001", 400)
+    assert "in sync at" in cli._inspect_summary("b", ck, same, checkpoint_position)
+    assert "is behind the Kafka checkpoint" in cli._inspect_summary("b", ck, behind, checkpoint_position)
+    assert "LMDB holds no state" in cli._inspect_summary("b", ck, None, checkpoint_position)
+    assert "no Kafka checkpoint and no state yet" in cli._inspect_summary("b", None, None, checkpoint_position)
+
+
+def test_check_without_a_password_names_the_environment_variable(tmp_path):
+    # a closed port gives a connection error, not "access denied": simulate the server's answer
+    import pymysql
+
+    def refuse(**_kw):
+        raise pymysql.err.OperationalError(1045, "Access denied for user 'cdc'@'localhost' (using password: NO)")
+
+    real = pymysql.connect
+    pymysql.connect = refuse
+    try:
+        report = check_live(EXAMPLES, {"host": "127.0.0.1", "port": 3306, "user": "cdc", "password": ""})
+    finally:
+        pymysql.connect = real
+    text = report.render()
+    assert "CDC_BRIDGE__SOURCE__PASSWORD" in text
+    assert "tables and columns were not checked" not in text and "nothing was checked on the server" in text
