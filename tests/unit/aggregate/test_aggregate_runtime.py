@@ -378,3 +378,13 @@ def test_a_failing_decider_is_reported_with_the_instance_and_transaction(runtime
     runtime.deciders["Order"] = Broken()
     with pytest.raises(DeciderError, match=r"Broken failed on Order 42 in source transaction 0-1-1 .*KeyError"):
         apply(runtime, src, insert("root", "42", **order("42")))
+
+
+def test_enrichment_is_the_root_at_the_end_of_the_source_transaction(runtime: AggregateRuntime,
+                                                                      src: SourceScript) -> None:
+    """docs/mappings.md's example: a line inserted, then its order paid, in one transaction."""
+    apply(runtime, src, insert("root", "42", **order("42")))
+    result = apply(runtime, src, insert("lines", "42", "9", **line(9)),
+                   update("root", "42", before=order("42"), **order("42", status="paid")))
+    assert [e.event_type for e in result.events] == ["OrderLineAdded", "OrderPaid"]
+    assert result.events[0].data["order"] == {"customer_id": 7, "status": "paid"}
