@@ -21,8 +21,10 @@ Rules (docs/aggregates.md tells them with examples):
   transaction); other events of the instance drafted earlier in that transaction are
   dropped. A child added in the transaction and changed later in it is one added
   event with its final fields; added and removed in it, nothing.
-- Otherwise events follow the commands in order: root update -> the first matching
-  transition's event, else the updated event; an update that changes no mapped field
+- Otherwise events follow the commands in order: root update -> per field the first
+  matching transition's event (transitions of several fields matching one update each
+  fire, in the order written, as separate events), else the updated event; an update
+  that changes no mapped field
   emits nothing. Child add/change/remove -> added/changed/removed, carrying
   data[<aggregate_snake>] = the root's enrich fields as of the end of the transaction.
 - A child whose root does not exist is held (internal events, nothing published);
@@ -263,11 +265,17 @@ class DeclarativeDecider:
             data[name] = [dict(f) for f in (children.get(name) or {}).values()]
         return data
 
-    def transition_event(self, changes: dict[str, dict[str, Any]]) -> str:
+    def transition_events(self, changes: dict[str, dict[str, Any]]) -> list[str]:
+        """The events of an update: per field, the first matching transition (in the order written);
+        transitions of different fields that match the same update each fire, in the order written.
+        No match: the updated event."""
+        fired: list[str] = []
+        fields: set[str] = set()
         for t in self.transitions:
-            if t.matches(changes):
-                return t.event
-        return self.updated
+            if t.field not in fields and t.matches(changes):
+                fields.add(t.field)
+                fired.append(t.event)
+        return fired or [self.updated]
 
 
 def _what(d: DeclarativeDecider, cmd: Command, name: str) -> str:
@@ -356,14 +364,8 @@ class _Txn:
         self.root = new
         if not changes:
             return
-        self.emit(
-            EventDraft(
-                self.d.transition_event(changes),
-                {**new, "changes": changes},
-                cmd.table,
-                meta={"kind": "updated", "root": new},
-            )
-        )
+        for name in self.d.transition_events(changes):   # each its own event of this source transaction
+            self.emit(EventDraft(name, {**new, "changes": changes}, cmd.table, meta={"kind": "updated", "root": new}))
 
     def _delete(self, cmd: Command) -> None:
         d = self.d

@@ -67,7 +67,7 @@ class TransactionApplier:
                         commit_ts=ts, index=len(commands), soft=False))
         if commands:
             log.warning("snapshot sweep: aggregates that no longer exist in the database", count=len(commands))
-        txn = SourceTransaction(gtid=None, commit_ts=ts, position=view, changes=[])
+        txn = SourceTransaction(gtid=view.gtid, commit_ts=ts, position=view, changes=[])
         return self.runtime.apply(commands, txn, partitions)
 
     def _removed_children(self, commands: list[Command]) -> list[Command]:

@@ -108,7 +108,7 @@ class SnapshotPhase:
                     self._apply_orphans(batch, orphans, view, view_ts)
                     orphans, orphans_of = [], None
                 # over existing state the apply stage also removes what the chunk no longer shows
-                txn = SourceTransaction(gtid=None, commit_ts=view_ts, position=view, changes=chunk.changes,
+                txn = SourceTransaction(gtid=view.gtid, commit_ts=view_ts, position=view, changes=chunk.changes,
                                         full_image=over_existing_state)
                 if replay_until is not None:
                     # already in Kafka (LMDB missed its commit): state only, nothing published
@@ -163,10 +163,10 @@ class SnapshotPhase:
             b._commit_checkpoint_only(stream_from)
 
     def _apply_orphans(self, batch: "Batch", changes: list[RowChange], view: SourcePosition, ts: float) -> None:
-        self.bridge._apply(SourceTransaction(gtid=None, commit_ts=ts, position=view, changes=changes), batch)
+        self.bridge._apply(SourceTransaction(gtid=view.gtid, commit_ts=ts, position=view, changes=changes), batch)
 
     def _sweep(self, batch: "Batch", stream_from: SourcePosition, view: SourcePosition, ts: float) -> None:
         """Aggregates in state that this snapshot did not see no longer exist: the apply stage deletes
         them (apply/applier.py; with workers, each for its partitions, from the commands topic's sweep)."""
-        self.bridge._apply(SourceTransaction(gtid=None, commit_ts=ts, position=view, changes=[], sweep_from=stream_from),
+        self.bridge._apply(SourceTransaction(gtid=view.gtid, commit_ts=ts, position=view, changes=[], sweep_from=stream_from),
                            batch)

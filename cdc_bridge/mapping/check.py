@@ -152,9 +152,11 @@ def _fields_text(tm: TableMapping) -> str:
     if plan is None:
         return "* (all columns)" + (f" except {', '.join(tm.exclude)}" if tm.exclude else "")
     parts = []
+    optional = tm.optional_columns()
     for col, name, typ in plan:
         s = col if name == col else f"{col}->{name}"
-        parts.append(s if typ == "auto" else f"{s}:{typ}")
+        s = s if typ == "auto" else f"{s}:{typ}"
+        parts.append(f"{s} (optional)" if col in optional else s)
     return ", ".join(parts)
 
 
@@ -464,8 +466,12 @@ def _check_table(report: CheckReport, agg: AggregateMapping, tm: TableMapping, b
         report.add("error", "schema", f"{tm.table} is a view: views have no row events in the binlog; map the "
                    "underlying table", name, base + ("table",))
         return None
+    optional = tm.optional_columns()
     for col, locs in _column_refs(tm, base).items():
-        if col not in t.columns:
+        if col not in t.columns and col in optional and len(locs) == 1:
+            report.add("warning", "schema", f"column {col!r} does not exist in {tm.table} yet (optional: true): its "
+                       "field is null in every event until the column is added", name, locs[0])
+        elif col not in t.columns:
             used = ", ".join(key_path(loc[len(base):-1]) for loc in locs)
             report.add("error", "schema", f"unknown column {col!r} in {tm.table} (used in {used})"
                        f"{_suggest(col, t.columns)}", name, locs[0])
@@ -485,7 +491,7 @@ def _check_table(report: CheckReport, agg: AggregateMapping, tm: TableMapping, b
         report.add("warning", "schema", msg, name, base + ("id",))
     for col in key_cols:
         c = t.columns.get(col)
-        if c is not None and c.nullable:
+        if c is not None and c.nullable and not _where_excludes_null(tm, col):
             what = "parent_key" if isinstance(tm, ChildMapping) and col in tm.parent_key else "id"
             report.add("warning", "schema", f"{what} column {col} of {tm.table} is nullable: rows where it is NULL "
                        "become null_key dead letters", name, base + (what, col))
@@ -496,6 +502,14 @@ def _check_table(report: CheckReport, agg: AggregateMapping, tm: TableMapping, b
             report.add("warning", "schema", f"where {col}: null can never hold, {col} is NOT NULL in {tm.table}: "
                        "no row of this table is captured", name, base + ("where", col))
     return t
+
+
+def _where_excludes_null(tm: TableMapping, col: str) -> bool:
+    """The mapping's `where` drops rows where `col` is NULL (they never reach the key check)."""
+    from cdc_bridge.mapping.translate import _condition_tests
+
+    cond = (tm.where or {}).get(col)
+    return cond is not None and not all(test(None) for test in _condition_tests(cond))
 
 
 def _check_parent_key(report: CheckReport, agg: AggregateMapping, child: ChildMapping, base: tuple,

@@ -92,6 +92,8 @@ class FieldSpec(_Strict):
 
     name: str | None = Field(default=None, description="field name in commands and events; default: the column name")
     type: FieldType = "auto"
+    optional: bool = Field(default=False, description="the column may not exist yet (ALTER TABLE ... ADD COLUMN "
+                           "later): the field is null until it does; `check` warns instead of failing")
 
     @field_validator("name")
     @classmethod
@@ -247,6 +249,12 @@ class TableMapping(_Strict):
         if self.fields == "*":
             return None
         return [(col, spec.name or col, spec.type) for col, spec in self.fields.items()]
+
+    def optional_columns(self) -> frozenset[str]:
+        """Columns of fields marked `optional: true` (null while the column does not exist)."""
+        if self.fields == "*":
+            return frozenset()
+        return frozenset(col for col, spec in self.fields.items() if spec.optional)
 
     def field_names(self) -> list[str] | None:
         """Field names carried in payloads; None for fields: '*' (the table's columns minus exclude)."""

@@ -350,7 +350,8 @@ def _key_part(v: Any) -> str:
     return str(v)
 
 
-def _compile_payload(fields: tuple[tuple[str, str, Callable[[Any], Any] | None, str], ...]) -> Callable[[dict], dict]:
+def _compile_payload(fields: tuple[tuple[str, str, Callable[[Any], Any] | None, str], ...],
+                     optional: frozenset[str] = frozenset()) -> Callable[[dict], dict]:
     """The field plan as one generated function, `row -> {name: coerced value}`, in field order.
 
     The per-field loop with its try/except cost about half of the translation; a single dict display
@@ -359,11 +360,12 @@ def _compile_payload(fields: tuple[tuple[str, str, Callable[[Any], Any] | None, 
     env: dict[str, Any] = {}
     items = []
     for i, (col, name, conv, _typ) in enumerate(fields):
+        get = f"row.get({col!r})" if col in optional else f"row[{col!r}]"   # optional: null until it exists
         if conv is None:
-            items.append(f"{name!r}: row[{col!r}]")
+            items.append(f"{name!r}: {get}")
         else:
             env[f"_c{i}"] = conv
-            items.append(f"{name!r}: None if (v{i} := row[{col!r}]) is None else _c{i}(v{i})")
+            items.append(f"{name!r}: None if (v{i} := {get}) is None else _c{i}(v{i})")
     src = "def payload(row):\n    return {" + ", ".join(items) + "}\n"
     exec(compile(src, "<cdc_bridge mapping payload>", "exec"), env)  # noqa: S102 - our own literals (repr'd)
     return env["payload"]
@@ -373,7 +375,7 @@ class TableTranslator:
     """The precompiled translation of one mapped table."""
 
     __slots__ = ("table", "aggregate", "entity", "id_cols", "agg_cols", "star", "exclude", "fields",
-                 "filter", "ctype", "drop_unchanged", "_fast_payload")
+                 "optional", "filter", "ctype", "drop_unchanged", "_fast_payload")
 
     def __init__(self, agg: AggregateMapping, tm: TableMapping, drop_unchanged: bool = True) -> None:
         self.table = tm.table
@@ -390,7 +392,8 @@ class TableTranslator:
         self.filter = tuple(tests) or None
         self.ctype = {op: agg.command_type(tm, op) for op in ("insert", "update", "delete", "snapshot")}
         self.drop_unchanged = drop_unchanged
-        self._fast_payload = None if self.star else _compile_payload(self.fields)
+        self.optional = tm.optional_columns()
+        self._fast_payload = None if self.star else _compile_payload(self.fields, self.optional)
 
     # -- pieces, each raising _RowFailure
 
@@ -440,7 +443,7 @@ class TableTranslator:
         out: dict[str, Any] = {}
         for col, name, conv, typ in self.fields:
             try:
-                v = row[col]
+                v = row[col] if col not in self.optional else row.get(col)
             except KeyError:
                 raise _RowFailure("missing_column", f"{self.table}: mapped column {col} is not in the row image "
                                   "(dropped or renamed? run `cdc-bridge check` against the database)",

@@ -29,8 +29,12 @@ def configure_logging(level: str = "INFO", json_output: bool | None = None) -> N
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer[-1]],
     ))
+    handler._cdc_bridge = True   # type: ignore[attr-defined]
     root = logging.getLogger()
-    root.handlers = [handler]
+    for h in list(root.handlers):   # ours from an earlier call; others (pytest's capture) stay
+        if getattr(h, "_cdc_bridge", False):
+            root.removeHandler(h)
+    root.addHandler(handler)
     root.setLevel(lvl)
     structlog.configure(
         processors=[*processors, *renderer],

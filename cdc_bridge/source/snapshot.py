@@ -830,7 +830,7 @@ class SnapshotReader:
             raise SnapshotError(f"{tm.table} has no column {', '.join(map(repr, missing_keys))} "
                                 f"(named as id/parent_key in the mapping)")
         if needed is not None:
-            absent = sorted(set(needed) - set(by_name))
+            absent = sorted(set(needed) - set(by_name) - tm.optional_columns())   # optional: null until added
             if absent:
                 log.warning("mapped columns missing from the table", table=tm.table, missing=absent,
                             columns=list(by_name))

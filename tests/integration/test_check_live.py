@@ -66,7 +66,7 @@ def test_good_schema(tmp_path, shop_db, mysql_settings):
     assert report.problems == [], report.render()
     assert report.ok and report.exit_code == 0
     text = report.render()
-    assert f"| {shop_db}.orders " in text and f"| {shop_db}.customer_addresses " in text
+    assert f"  {shop_db}.orders -> Order root" in text and f"  {shop_db}.customer_addresses -> Customer" in text
     assert "live check against MariaDB" in text.splitlines()[-1]
 
 
@@ -181,3 +181,29 @@ def test_mapping_errors_win_but_the_server_is_still_checked(tmp_path, shop_db, m
     d = _mappings(tmp_path, shop_db, lambda n, t: t.replace("aggregate: Order", "aggregate: order"))
     report = check_live(d, mysql_settings)
     assert report.exit_code == 1 and report.server and report.server.startswith("MariaDB")
+
+
+def test_nullable_parent_key_is_not_a_warning_when_where_drops_null_rows(tmp_path, shop_db, admin_db, mysql_settings):
+    """Issue 16: the null_key warning only where NULL keys can reach the key check."""
+    with admin_db.cursor() as cur:
+        cur.execute(f"ALTER TABLE `{shop_db}`.order_lines MODIFY order_id BIGINT NULL")
+    d = _mappings(tmp_path, shop_db)
+    [w] = [p for p in check_live(d, mysql_settings).warnings if "null_key" in p.message]
+    assert w.key == "children[0].parent_key.order_id"
+
+    (tmp_path / "filtered").mkdir()
+    d2 = _mappings(tmp_path / "filtered", shop_db, edit=lambda name, text: text.replace(
+        "    enrich: [customer_id, status]", "    enrich: [customer_id, status]\n    where:\n      order_id: {is_null: false}")
+        if name == "orders.yaml" else text)
+    assert not [p for p in check_live(d2, mysql_settings).warnings if "null_key" in p.message]
+
+
+def test_an_optional_field_whose_column_does_not_exist_yet_is_a_warning(tmp_path, shop_db, mysql_settings):
+    d = _mappings(tmp_path, shop_db, edit=lambda name, text: text.replace(
+        "    created_at:\n", "    created_at:\n    loyalty_tier: {type: int, optional: true}\n"))
+    report = check_live(d, mysql_settings)
+    assert report.ok, report.render()
+    [w] = [p for p in report.warnings if "loyalty_tier" in p.message]
+    assert "does not exist in" in w.message and "null in every event until the column is added" in w.message
+    assert w.line == _line_of(d / "orders.yaml", "loyalty_tier")
+    assert "loyalty_tier:int (optional)" in report.render()

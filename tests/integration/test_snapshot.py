@@ -80,6 +80,9 @@ def test_snapshot_of_100k_rows_while_the_monolith_writes(fresh_db, tmp_path):
     h.check_unique_and_gapless(events)
     snapshotted = [e for e in events if e["event_type"] == "OrderSnapshotted"]
     assert len(snapshotted) >= 39_000  # the writer may delete some before the snapshot reads them
+    # the snapshot's view is a GTID: its events carry it, one form of transaction id on the topic (issue 16)
+    views = {(e["source"]["gtid"], e["source"]["txn_id"]) for e in snapshotted}
+    assert len(views) == 1 and all(g is not None and g == t for g, t in views), views
     assert h.comparable(h.fold_orders(events)) == h.comparable(h.orders_in_db(conn, fresh_db))
     assert writer.steps > 50
     print(f"\nsnapshot: {_rows(conn, fresh_db)} rows, {len(snapshotted)} snapshotted aggregates, "

@@ -11,6 +11,20 @@ from cdc_bridge.mapping.check import check_live
 EXAMPLES = cli.Path(__file__).resolve().parents[2] / "mappings"
 
 
+@pytest.fixture(autouse=True)
+def _logging_as_before():
+    """cli.main configures logging onto this test's captured stderr, which pytest closes afterwards:
+    put back what the rest of the session logs with."""
+    import logging
+
+    import structlog
+
+    saved, handlers = structlog.get_config(), list(logging.getLogger().handlers)
+    yield
+    structlog.configure(**saved)
+    logging.getLogger().handlers = handlers
+
+
 def test_usage_errors_exit_64_not_2(capsys):
     for argv in (["no-such-command"], ["inspect"], ["check", "--db-port", "x"], ["handover", "--config", "f"]):
         with pytest.raises(SystemExit) as exc:

@@ -557,3 +557,25 @@ def test_state_does_not_depend_on_how_commands_are_grouped_into_transactions(ord
             results.append((_essence(state), reasons))
         assert results[1] == results[0], (prefix, rows)
         assert results[2] == results[0], (prefix, rows)
+
+
+def test_transitions_of_two_fields_matching_one_update_each_fire_in_the_order_written(orders_mapping) -> None:
+    """Issue 16: a film whose rating and price change in one update is rerated AND repriced."""
+    from cdc_bridge.aggregate.testing import SourceScript as Script
+
+    doc = orders_mapping.model_dump(by_alias=True, exclude_none=True)
+    doc["root"]["transitions"] = [
+        {"field": "total", "from": "*", "to": "*", "event": "OrderRepriced"},
+        {"field": "status", "from": "pending", "to": "paid", "event": "OrderPaid"},
+        {"field": "status", "from": "*", "to": "paid", "event": "OrderPaidLate"},   # same field: first match only
+    ]
+    mapping = type(orders_mapping).model_validate(doc)
+    g = Given(DeclarativeDecider(mapping), Script(mapping))
+    g.txn(insert("root", "42", **ORDER))
+    d = g.txn(update("root", "42", **{**ORDER, "status": "paid", "total": "31.00"}))
+    assert published(d) == ["OrderRepriced", "OrderPaid"]
+    assert all(set(e.data["changes"]) == {"status", "total"} for e in d.events)
+    d = g.txn(update("root", "42", **{**ORDER, "status": "paid", "total": "32.00"}))
+    assert published(d) == ["OrderRepriced"]
+    d = g.txn(update("root", "42", **{**ORDER, "status": "shipped", "total": "32.00"}))
+    assert published(d) == ["OrderUpdated"]

@@ -371,3 +371,20 @@ def test_the_reader_process_rebuilds_an_equal_translator(ms):
     got_cmds, got_dead = child.translate(t)
     assert got_cmds == want_cmds and len(want_cmds) >= 5
     assert [d.model_dump() for d in got_dead] == [d.model_dump() for d in want_dead] and want_dead
+
+
+def test_an_optional_field_is_null_until_its_column_exists(tmp_path):
+    """Issue 16: `optional: true` for a column added later (ALTER TABLE ... ADD COLUMN): a stable event shape."""
+    text = (EXAMPLES / "orders.yaml").read_text().replace(
+        "    created_at:\n", "    created_at:\n    loyalty_tier: {type: int, optional: true}\n")
+    (tmp_path / "orders.yaml").write_text(text)
+    ms = load_mappings(tmp_path)
+    [before], dead = ms.translate(txn(ins("shop.orders", order())))
+    assert dead == [] and before.payload == {**ORDER_FIELDS, "loyalty_tier": None}
+    [after], dead = ms.translate(txn(ins("shop.orders", order(id=2, loyalty_tier="3"))))
+    assert dead == [] and after.payload["loyalty_tier"] == 3
+    # a column that is not optional still is a missing_column dead letter
+    row = order(id=3)
+    del row["currency"]
+    cmds, [d] = ms.translate(txn(ins("shop.orders", row)))
+    assert cmds == [] and d.reason == "missing_column"
