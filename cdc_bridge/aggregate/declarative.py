@@ -155,6 +155,7 @@ class DeclarativeDecider:
         self.deleted = named("deleted")
         self.snapshotted = named("snapshotted")
         self.emit_snapshot_events = mapping.emit_snapshot_events
+        self.max_embedded = getattr(mapping, "max_embedded_children", 1000)
         self.tombstone_on_delete = bool(getattr(mapping, "tombstone_on_delete", False))
         self.transitions = [
             _Transition(field_name(mapping.root, t.field), t.from_, t.to, t.event) for t in mapping.root.transitions
@@ -392,7 +393,15 @@ class _Txn:
             meta: dict[str, Any] = {"kind": "deleted", **dormant}
             if d.tombstone_on_delete:
                 meta["tombstone"] = True
-            self.emit(EventDraft(d.deleted, d.full_data(last_root, last_children), cmd.table, meta=meta))
+            # a large aggregate: the children beyond max_embedded_children leave first, one removed event each
+            embedded, overflow = self._split(last_children)
+            context = d.context_key
+            for name, cid, fields in overflow:
+                rules = d.children[name]
+                self.emit(EventDraft(rules.removed, {**fields, context: d.context(last_root, rules)}, rules.table,
+                                     meta={"kind": "child_removed", "entity": name, "entity_id": cid,
+                                           "fields": dict(fields), "context_set": True}))
+            self.emit(EventDraft(d.deleted, d.full_data(last_root, embedded), cmd.table, meta=meta))
         self.exists, self.deleted, self.soft = False, True, cmd.soft
         self.root = None
         if not cmd.soft:
@@ -524,24 +533,48 @@ class _Txn:
 
     # ------------------------------------------------------------------ result
 
+    def _split(self, children: dict[str, dict[str, dict[str, Any]]]
+               ) -> tuple[dict[str, dict[str, dict[str, Any]]], list[tuple[str, str, dict[str, Any]]]]:
+        """(the first max_embedded_children children, in collection and insertion order; the others)."""
+        room = self.d.max_embedded
+        embedded: dict[str, dict[str, dict[str, Any]]] = {}
+        overflow: list[tuple[str, str, dict[str, Any]]] = []
+        for name, coll in children.items():
+            kept = embedded.setdefault(name, {})
+            for cid, fields in coll.items():
+                if room > 0:
+                    kept[cid] = fields
+                    room -= 1
+                else:
+                    overflow.append((name, cid, fields))
+        return embedded, overflow
+
     def finish(self) -> Decision:
         d = self.d
         root = self.root
-        if self.created_at is not None:
-            draft = self.out[self.created_at]
-            assert draft is not None and root is not None
-            children = {name: dict(self.children.get(name) or {}) for name in d.children}
-            draft.data = d.full_data(root, children)
-            draft.meta.update(root=dict(root), children=children)
         for name_cid, idx in self.added_at.items():
             draft = self.out[idx]
             if draft is not None:
                 fields = self.children[name_cid[0]][name_cid[1]]
                 draft.data = dict(fields)
                 draft.meta["fields"] = dict(fields)
+        if self.created_at is not None:
+            draft = self.out[self.created_at]
+            assert draft is not None and root is not None
+            children = {name: dict(self.children.get(name) or {}) for name in d.children}
+            embedded, overflow = self._split(children)
+            draft.data = d.full_data(root, embedded)
+            draft.meta.update(root=dict(root), children=children)   # the state holds all of them
+            if overflow and not draft.internal:
+                # a large aggregate: the other children follow right after it, one added event each
+                at = self.created_at + 1
+                self.out[at:at] = [EventDraft(d.children[name].added, dict(fields), d.children[name].table,
+                                              meta={"kind": "child_added", "entity": name, "entity_id": cid,
+                                                    "fields": dict(fields)})
+                                   for name, cid, fields in overflow]
         # Child events carry the root's context as of the end of the transaction.
         for draft in self.out:
-            if draft is not None and draft.meta.get("kind", "").startswith("child_"):
+            if draft is not None and draft.meta.get("kind", "").startswith("child_") and not draft.meta.get("context_set"):
                 draft.data[d.context_key] = d.context(root, d.children[draft.meta["entity"]])
         return Decision([x for x in self.out if x is not None], self.rejections)
 

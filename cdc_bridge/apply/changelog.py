@@ -43,7 +43,8 @@ def changelog_topic_name(config: BridgeConfig) -> str:
 def changelog_topic_spec(config: BridgeConfig) -> TopicSpec:
     # verified like an events topic (partition count); one partition per state partition
     return TopicSpec(changelog_topic_name(config), TopicRole.EVENTS, config.state.partitions,
-                     config.kafka.replication_factor, dict(CHANGELOG_TOPIC_CONFIG))
+                     config.kafka.replication_factor,
+                     {**CHANGELOG_TOPIC_CONFIG, "max.message.bytes": str(config.kafka.max_message_bytes)})
 
 
 def changelog_records(topic: str, encoded: dict[int, list[tuple[bytes, bytes | None]]],

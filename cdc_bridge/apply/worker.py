@@ -110,6 +110,7 @@ class AggregateWorker:
         self.batches_committed = 0
         self.started = threading.Event()   # set once the first session has joined the group
         self._lag_checked = 0.0
+        self._message_limits: dict[str, int] = {}
 
     # ---------------------------------------------------------------- control, health
     def stop(self) -> None:
@@ -162,7 +163,9 @@ class AggregateWorker:
         specs = [commands_topic_spec(cfg), changelog_topic_spec(cfg),
                  TopicSpec.dead_letter(self.dead_letter_topic, cfg.kafka)]
         specs.extend(TopicSpec.events(a.events_topic, cfg.kafka) for a in self.mappings.aggregates)
-        TopicAdmin(cfg.kafka, sleep=self._sleep).ensure_topics(specs)
+        admin = TopicAdmin(cfg.kafka, sleep=self._sleep)
+        admin.ensure_topics(specs)
+        self._message_limits = admin.message_limits
         self.store = LmdbStateStore(cfg.state.dir, partitions=cfg.state.partitions, map_size=cfg.state.map_size_mb << 20)
         self.applier = TransactionApplier(build_runtime(cfg, self.mappings, self.store), self.mappings)
         log.info("aggregate worker starting", worker_id=self.worker_id, group=self.group_id,
@@ -198,6 +201,7 @@ class AggregateWorker:
             hooks=PublisherHooks.with_fault_injection(
                 on_retry=lambda op, err: self.metrics.errors.labels(f"kafka_{op}_retry").inc()),
             startup_sleep=self._sleep, offsets_of_topic=self.changelog_topic)
+        publisher.set_message_limits(self._message_limits)
         publisher.start()
         self._publisher = publisher
         self.kafka_ok = True

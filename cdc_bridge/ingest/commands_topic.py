@@ -74,7 +74,8 @@ def commands_topic_name(config: BridgeConfig) -> str:
 def commands_topic_spec(config: BridgeConfig) -> TopicSpec:
     # verified like an events topic (its partition count is the contract): one partition per state partition
     return TopicSpec(commands_topic_name(config), TopicRole.EVENTS, config.state.partitions,
-                     config.kafka.replication_factor, {"retention.ms": str(config.command_log.retention_ms)})
+                     config.kafka.replication_factor, {"retention.ms": str(config.command_log.retention_ms),
+                                                       "max.message.bytes": str(config.kafka.max_message_bytes)})
 
 
 # --------------------------------------------------------------------------- encoding

@@ -224,7 +224,8 @@ class IngestPipeline:
         if self.source_factory is None:
             info = self._check_source()
             log.info("source checked", flavor=info.flavor, version=info.version)
-        TopicAdmin(cfg.kafka, sleep=self._sleep_or_stop).ensure_topics(self._topic_specs())
+        admin = TopicAdmin(cfg.kafka, sleep=self._sleep_or_stop)
+        admin.ensure_topics(self._topic_specs())
         if self.apply is not None:
             self.apply.open()
         self.publisher = TransactionalPublisher(
@@ -237,6 +238,7 @@ class IngestPipeline:
             hooks=self._publisher_hooks(),
             startup_sleep=self._sleep_or_stop,
         )
+        self.publisher.set_message_limits(admin.message_limits)
         # init_transactions first: it fences a previous incarnation and resolves its open
         # transaction, so the checkpoint read below is final.
         self.publisher.start()
@@ -671,8 +673,10 @@ class IngestPipeline:
             return
         try:
             if self.apply is not None:
-                TopicAdmin(self.config.kafka).ensure_topics(
-                    [TopicSpec.events(a.events_topic, self.config.kafka) for a in new.aggregates])
+                admin = TopicAdmin(self.config.kafka)
+                admin.ensure_topics([TopicSpec.events(a.events_topic, self.config.kafka) for a in new.aggregates])
+                if self.publisher is not None:
+                    self.publisher.set_message_limits(admin.message_limits)
                 self.apply.reload(new)
         except Exception as e:
             self.metrics.errors.labels("mapping_reload").inc()

@@ -378,6 +378,9 @@ class AggregateMapping(_Strict):
     children: list[ChildMapping] = Field(default_factory=list)
     decider: str | None = Field(default=None, description="dotted path module:Class of a Python decider")
     emit_snapshot_events: bool = True
+    max_embedded_children: int = Field(
+        default=1000, ge=0, description="children carried inside a created/snapshotted/deleted event; the rest "
+        "follow as child added/removed events of the same source transaction (large aggregates, message size)")
     tombstone_on_delete: bool = Field(
         default=False, description="after the deleted event, also write a Kafka tombstone (null value, same key)"
     )

@@ -45,6 +45,8 @@ def producer_config(settings: KafkaSettings, transactional_id: str, *, java_part
         "compression.type": "lz4",
         # never let a metadata lookup create a topic with broker defaults (wrong partition count)
         "allow.auto.create.topics": False,
+        # large aggregates: records up to kafka.max_message_bytes (the topics the bridge creates allow as much)
+        "message.max.bytes": settings.max_message_bytes,
     }
     conf.update(base_config(settings))
     conf.update({

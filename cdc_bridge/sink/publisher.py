@@ -51,6 +51,9 @@ from cdc_bridge.sink.settings import KafkaSettings
 
 log = structlog.get_logger("cdc_bridge.sink.publisher")
 
+# what a record costs beyond key, value and headers in a v2 record batch (batch header, varints): generous
+RECORD_OVERHEAD = 512
+
 TOMBSTONE_HEADER = "cdc-bridge-tombstone"
 
 Partitioner = Callable[[str, int], int]
@@ -140,6 +143,7 @@ class TransactionalPublisher:
         self._fatal: FatalPublishError | None = None
         self._delivery_errors: list[KafkaError] = []
         self._partitions: dict[str, int] = {}
+        self._limits: dict[str, int] = {}      # topic -> max.message.bytes (set_message_limits)
         self.batches_committed = 0
         self.buffer_full_waits = 0
         self.offsets_of_topic = offsets_of_topic
@@ -196,6 +200,11 @@ class TransactionalPublisher:
         self.close()
 
     # -- topics -------------------------------------------------------------------------
+
+    def set_message_limits(self, limits: Mapping[str, int]) -> None:
+        """max.message.bytes of topics (TopicAdmin.message_limits): an event above its topic's limit (or
+        kafka.max_message_bytes) becomes a too_large dead letter instead of failing the transaction."""
+        self._limits.update(limits)
 
     def set_partition_counts(self, counts: Mapping[str, int]) -> None:
         """Seed the partition counts (e.g. from TopicAdmin.ensure_topics) to skip metadata lookups."""
@@ -294,6 +303,20 @@ class TransactionalPublisher:
         self._hook(self.hooks.on_commit, result)
         return result
 
+    @staticmethod
+    def _too_large(ev: DomainEvent, topic: str, size: int, limit: int) -> DeadLetter:
+        source = ev.source or {}
+        log.warning("event too large for its topic: sent to the dead-letter topic", event_id=ev.event_id,
+                    event_type=ev.event_type, bytes=size, limit=limit, topic=topic)
+        return DeadLetter(
+            reason="too_large", table=source.get("table"), aggregate=ev.aggregate, aggregate_id=ev.aggregate_id,
+            txn_id=source.get("txn_id"),
+            detail=(f"event {ev.event_id} ({ev.event_type}) is {size:,} bytes; topic {topic} accepts {limit:,} "
+                    "(its max.message.bytes, at most kafka.max_message_bytes). The aggregate's sequence goes on "
+                    "without it: raise both limits, or lower the mapping's max_embedded_children"),
+            record={"event_id": ev.event_id, "event_type": ev.event_type, "bytes": size, "limit": limit,
+                    "topic": topic})
+
     def _serialize(self, events: Sequence[DomainEvent], dead_letters: Sequence[DeadLetter],
                    record: dict[str, Any] | None) -> tuple[list[tuple], int]:
         """All messages of the batch as (topic, key, value, partition | None, headers), before
@@ -303,6 +326,8 @@ class TransactionalPublisher:
         part = self.partitioner
         counts = self._partitions
         tombstones = 0
+        too_large: list[DeadLetter] = []
+        limits, max_bytes = self._limits, self.settings.max_message_bytes
         occurred: dict[float, str] = {}   # rfc3339(occurred_at): one per source transaction, not per event
         for ev in events:
             event_id = ev.event_id
@@ -336,10 +361,18 @@ class TransactionalPublisher:
                         tomb = v == "1"
                     else:
                         headers.append((k, v.encode()))
+            if len(value) > 100_000:   # only big ones are measured: the record's size as the broker counts it
+                size = len(value) + len(key) + sum(len(k) + len(v) for k, v in headers) + RECORD_OVERHEAD
+                limit = min(limits.get(topic, max_bytes), max_bytes)
+                if size > limit:
+                    too_large.append(self._too_large(ev, topic, size, limit))
+                    continue
             append((topic, key, value, partition, headers))
             if tomb:
                 append((topic, key, None, partition, [(TOMBSTONE_HEADER, b"1"), ("event_id", eid)]))
                 tombstones += 1
+        if too_large:
+            dead_letters = [*dead_letters, *too_large]
         if dead_letters:
             dl_topic = self.dead_letter_topic
             for dl in dead_letters:

@@ -48,6 +48,10 @@ class KafkaSettings(BaseModel):
                                   description="raw librdkafka settings, e.g. {'compression.type': 'lz4'}")
 
     transaction_timeout_ms: int = Field(60_000, ge=1_000, le=900_000)
+    max_message_bytes: int = Field(
+        8 * 1024 * 1024, ge=100_000, le=1_000_000_000,
+        description="largest record the bridge produces (producer message.max.bytes) and the max.message.bytes of "
+        "the topics it creates; a larger event goes to the dead-letter topic as too_large")
 
     # events topics
     topic_partitions: int = Field(6, ge=1)

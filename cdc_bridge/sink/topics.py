@@ -61,7 +61,7 @@ class TopicSpec:
     @classmethod
     def events(cls, name: str, settings: KafkaSettings) -> "TopicSpec":
         return cls(name, TopicRole.EVENTS, settings.topic_partitions, settings.replication_factor,
-                   {"retention.ms": str(settings.retention_ms)})
+                   {"retention.ms": str(settings.retention_ms), "max.message.bytes": str(settings.max_message_bytes)})
 
     @classmethod
     def checkpoint(cls, name: str, settings: KafkaSettings | None = None) -> "TopicSpec":
@@ -72,7 +72,8 @@ class TopicSpec:
     @classmethod
     def dead_letter(cls, name: str, settings: KafkaSettings) -> "TopicSpec":
         return cls(name, TopicRole.DEAD_LETTER, settings.dead_letter_partitions, settings.replication_factor,
-                   {"retention.ms": str(settings.dead_letter_retention_ms)})
+                   {"retention.ms": str(settings.dead_letter_retention_ms),
+                    "max.message.bytes": str(settings.max_message_bytes)})
 
 
 def bridge_topic_specs(settings: KafkaSettings, bridge_name: str, events_topics: Iterable[str]) -> list[TopicSpec]:
@@ -107,6 +108,8 @@ class TopicAdmin:
         self.request_timeout_s = request_timeout_s
         self._sleep = sleep
         self._admin = admin_factory(admin_config(settings))
+        # topic -> max.message.bytes of the events-like topics seen by ensure_topics (the publisher's size check)
+        self.message_limits: dict[str, int] = {}
 
     # -- public ----------------------------------------------------------------------
 
@@ -128,8 +131,11 @@ class TopicAdmin:
             if spec.name in existing:
                 self._verify(spec, existing[spec.name])
                 result[spec.name] = existing[spec.name]
+                self._check_message_limit(spec)
             else:
                 result[spec.name] = spec.partitions
+                if "max.message.bytes" in spec.config:
+                    self.message_limits[spec.name] = int(spec.config["max.message.bytes"])
         if missing:
             self._wait_visible([s.name for s in missing])
         return result
@@ -147,6 +153,26 @@ class TopicAdmin:
                                        kafka_error=t.error)
             out[name] = len(t.partitions)
         return out
+
+    def _check_message_limit(self, spec: TopicSpec) -> None:
+        """An existing topic that accepts smaller records than kafka.max_message_bytes: a warning (records
+        between the two become too_large dead letters), never a halt."""
+        if "max.message.bytes" not in spec.config:
+            return
+        try:
+            limit = int(self.topic_config(spec.name).get("max.message.bytes") or 0)
+        except (TopicConfigError, ValueError):
+            return
+        if not limit:
+            return
+        self.message_limits[spec.name] = limit
+        wanted = self.settings.max_message_bytes
+        if limit < wanted:
+            log.warning("topic accepts smaller records than kafka.max_message_bytes: larger events will go to the "
+                        "dead-letter topic as too_large", topic=spec.name, max_message_bytes=limit,
+                        kafka_max_message_bytes=wanted,
+                        fix=f"kafka-configs.sh --alter --entity-type topics --entity-name {spec.name} "
+                            f"--add-config max.message.bytes={wanted}")
 
     def topic_config(self, name: str) -> dict[str, str]:
         """The effective configuration of a topic (broker defaults included)."""

@@ -579,3 +579,26 @@ def test_transitions_of_two_fields_matching_one_update_each_fire_in_the_order_wr
     assert published(d) == ["OrderRepriced"]
     d = g.txn(update("root", "42", **{**ORDER, "status": "shipped", "total": "32.00"}))
     assert published(d) == ["OrderUpdated"]
+
+
+def test_a_large_aggregate_embeds_at_most_max_embedded_children_the_rest_follow(orders_mapping) -> None:
+    """Issue 16: an invoice with 5,000 items must not become one event too large for Kafka."""
+    from cdc_bridge.aggregate.testing import SourceScript as Script
+
+    mapping = orders_mapping.model_copy(update={"max_embedded_children": 2})
+    g = Given(DeclarativeDecider(mapping), Script(mapping))
+    lines = [insert("lines", "42", str(n), line_id=n, sku=f"S{n}", quantity=1, unit_price="1.00") for n in range(1, 6)]
+    d = g.txn(insert("root", "42", **ORDER), *lines)
+    assert published(d) == ["OrderPlaced"] + ["OrderLineAdded"] * 3
+    placed, *added = [e for e in d.events if not e.internal]
+    assert [x["line_id"] for x in placed.data["lines"]] == [1, 2]
+    assert [e.data["line_id"] for e in added] == [3, 4, 5]
+    assert all(e.data["order"] == {"customer_id": ORDER["customer_id"], "status": ORDER["status"]} for e in added)
+    assert len(g.state["children"]["lines"]) == 5            # the state holds every child
+
+    d = g.txn(delete("root", "42", **ORDER))
+    assert published(d) == ["OrderLineRemoved"] * 3 + ["OrderDeleted"]
+    *removed, deleted = d.events
+    assert [e.data["line_id"] for e in removed] == [3, 4, 5] and len(deleted.data["lines"]) == 2
+    assert removed[0].data["order"]["status"] == ORDER["status"]
+    assert g.state["exists"] is False

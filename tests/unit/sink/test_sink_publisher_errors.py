@@ -371,3 +371,18 @@ def test_fatal_init_transactions():
     pub = TransactionalPublisher(SETTINGS, "b", "cp", "dl", "b", producer_factory=lambda c: fake, retry=NO_WAIT)
     with pytest.raises(FatalPublishError, match="TransactionalId"):
         pub.start()
+
+
+def test_an_event_larger_than_its_topic_accepts_is_a_too_large_dead_letter_and_the_batch_goes_on():
+    """Issue 16: a 1.38 MB created event on a topic of Kafka's 1 MB default must not halt the bridge."""
+    pub, fake = make()
+    assert fake.conf["message.max.bytes"] == 8 * 1024 * 1024
+    pub.set_message_limits({"shop.orders": 1_048_588})
+    big = make_event(2, data={"lines": [{"sku": "x" * 100, "n": i} for i in range(12_000)]})
+    r = pub.publish_batch([make_event(1), big, make_event(3)], [], cp(1))
+    msgs = fake.committed[0]
+    assert [m["topic"] for m in msgs] == ["shop.orders", "shop.orders", "b.dead-letter", "b.checkpoints"]
+    dl = json.loads(msgs[2]["value"])
+    assert dl["reason"] == "too_large" and dl["aggregate_id"] == "2" and ("reason", b"too_large") in msgs[2]["headers"]
+    assert dl["record"]["event_id"] == big.event_id and dl["record"]["bytes"] > 1_048_588
+    assert "max_embedded_children" in dl["detail"] and r.events == 3

@@ -65,7 +65,8 @@ def test_bridge_topic_specs():
     specs = bridge_topic_specs(S, "orders", ["shop.orders", "shop.customers", "shop.orders"])
     by_name = {s.name: s for s in specs}
     assert set(by_name) == {"shop.orders", "shop.customers", "orders.dead-letter", "orders.checkpoints"}
-    assert by_name["shop.orders"] == TopicSpec("shop.orders", TopicRole.EVENTS, 6, 1, {"retention.ms": "-1"})
+    assert by_name["shop.orders"] == TopicSpec("shop.orders", TopicRole.EVENTS, 6, 1, {
+        "retention.ms": "-1", "max.message.bytes": str(8 * 1024 * 1024)})
     cp = by_name["orders.checkpoints"]
     assert cp.partitions == 1 and cp.config["cleanup.policy"] == "compact"
     dl = by_name["orders.dead-letter"]
@@ -160,3 +161,15 @@ def test_unreachable_broker_ends_in_kafka_unavailable():
     with pytest.raises(KafkaUnavailableError, match="127.0.0.1:1 unreachable") as e:
         admin.ensure_topics([TopicSpec.events("shop.orders", s)])
     assert len(sleeps) == 2 and e.value.exit_code == 69
+
+
+def test_an_existing_topic_with_a_smaller_message_limit_is_a_warning_and_a_known_limit():
+    """Issue 16: a topic created with Kafka's 1 MB default never halts the bridge: the publisher dead-letters
+    what does not fit; new topics get kafka.max_message_bytes."""
+    fake = FakeAdmin({"shop.orders": 6}, configs={"shop.orders": {"max.message.bytes": "1048588"}})
+    admin = admin_with(fake)
+    admin.ensure_topics(bridge_topic_specs(S, "orders", ["shop.orders"]))
+    assert admin.message_limits["shop.orders"] == 1048588
+    assert admin.message_limits["orders.dead-letter"] == 8 * 1024 * 1024
+    created = {t.topic: t.config for t in fake.created}
+    assert created["orders.dead-letter"]["max.message.bytes"] == str(8 * 1024 * 1024)
