@@ -56,7 +56,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-FieldType = Literal["auto", "str", "int", "float", "decimal", "bool", "datetime", "date", "json"]
+FieldType = Literal["auto", "str", "int", "float", "decimal", "bool", "datetime", "date", "json", "wkt", "geojson"]
 """auto keeps the normalized value from the source; the others coerce (and dead-letter on failure)."""
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_$]*"

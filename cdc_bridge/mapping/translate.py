@@ -35,6 +35,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from cdc_bridge.mapping.command import Command, DeadLetter
+from cdc_bridge.mapping.geometry import to_geojson, to_wkt
 from cdc_bridge.mapping.schema import AggregateMapping, ChildMapping, Condition, TableMapping
 from cdc_bridge.source.transaction import RowChange, SourceTransaction
 
@@ -212,6 +213,7 @@ def _reject_constant(name: str) -> Any:
 COERCERS: dict[str, Callable[[Any], Any] | None] = {
     "auto": None, "str": to_str, "int": to_int, "float": to_float, "decimal": to_decimal,
     "bool": to_bool, "datetime": to_datetime, "date": to_date, "json": to_json,
+    "wkt": to_wkt, "geojson": to_geojson,   # GEOMETRY columns (mapping/geometry.py)
 }
 
 

@@ -278,8 +278,7 @@ def _bit(v: Any) -> Any:
 
 
 def _year(v: Any) -> Any:
-    y = int(v)
-    return y if y else ZERO_DATE
+    return int(v)   # YEAR 0000 -> 0, as the binlog source: distinguishable from NULL
 
 
 def _decimal_normalizer(scale: int) -> Normalizer:

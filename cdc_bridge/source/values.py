@@ -449,7 +449,7 @@ def _read_timestamp_old(buf: bytes, off: int) -> tuple[Any, int]:
 
 def _read_year(buf: bytes, off: int) -> tuple[Any, int]:
     v = buf[off]
-    return (v + 1900 if v else ZERO_DATE), off + 1
+    return (v + 1900 if v else 0), off + 1   # YEAR 0000 is a value MySQL documents: 0, never NULL
 
 
 def _int_reader(unpack: Callable, size: int) -> Decoder:

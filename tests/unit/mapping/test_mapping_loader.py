@@ -156,7 +156,7 @@ def test_bad_literal_lists_the_choices(mapdir):
     p = mapdir.error("root.fields.status.type")  # exactly one: the union's '*' branch is not reported
     _at(p, "orders.yaml", 8)
     assert "'strng' is not allowed (did you mean 'str'?)" in p.message
-    assert "allowed: auto, str, int, float, decimal, bool, datetime, date, json" in p.message
+    assert "allowed: auto, str, int, float, decimal, bool, datetime, date, json, wkt, geojson" in p.message
 
 
 def test_fields_bad_shape(mapdir):

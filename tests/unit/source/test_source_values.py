@@ -180,7 +180,7 @@ def test_year():
     assert decode(spec(FT.YEAR), bytes([124])) == 2024
     assert decode(spec(FT.YEAR), bytes([255])) == 2155
     assert decode(spec(FT.YEAR), bytes([1])) == 1901
-    assert decode(spec(FT.YEAR), bytes([0])) is ZERO_DATE
+    assert decode(spec(FT.YEAR), bytes([0])) == 0          # YEAR 0000: a value, not NULL (issue 16)
 
 
 def test_old_temporal_formats():
