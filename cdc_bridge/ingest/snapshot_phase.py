@@ -99,17 +99,17 @@ class SnapshotPhase:
                     # orphans of one aggregate are applied together (one aggregate's held children may
                     # span chunks; applying them in two pseudo-transactions at one position would skip some)
                     if orphans_of not in (None, chunk.aggregate):
-                        self._apply_orphans(batch, orphans, view, view_ts)
+                        self._apply_orphans(batch, orphans, view, view_ts, orphans_of)
                         orphans = []
                     orphans_of = chunk.aggregate
                     orphans.extend(chunk.changes)
                     continue
                 if orphans:
-                    self._apply_orphans(batch, orphans, view, view_ts)
+                    self._apply_orphans(batch, orphans, view, view_ts, orphans_of)
                     orphans, orphans_of = [], None
                 # over existing state the apply stage also removes what the chunk no longer shows
                 txn = SourceTransaction(gtid=view.gtid, commit_ts=view_ts, position=view, changes=chunk.changes,
-                                        full_image=over_existing_state)
+                                        full_image=over_existing_state, snapshot_of=chunk.aggregate)
                 if replay_until is not None:
                     # already in Kafka (LMDB missed its commit): state only, nothing published
                     b._replay(txn)
@@ -138,7 +138,7 @@ class SnapshotPhase:
 
                     raise StopRequested()
             if orphans:
-                self._apply_orphans(batch, orphans, view, view_ts)
+                self._apply_orphans(batch, orphans, view, view_ts, orphans_of)
             if over_existing_state:
                 self._flush(batch, stream_from, progress)
                 batch = Batch()
@@ -162,8 +162,10 @@ class SnapshotPhase:
         else:
             b._commit_checkpoint_only(stream_from)
 
-    def _apply_orphans(self, batch: "Batch", changes: list[RowChange], view: SourcePosition, ts: float) -> None:
-        self.bridge._apply(SourceTransaction(gtid=view.gtid, commit_ts=ts, position=view, changes=changes), batch)
+    def _apply_orphans(self, batch: "Batch", changes: list[RowChange], view: SourcePosition, ts: float,
+                       aggregate: str | None) -> None:
+        self.bridge._apply(SourceTransaction(gtid=view.gtid, commit_ts=ts, position=view, changes=changes,
+                                             snapshot_of=aggregate), batch)
 
     def _sweep(self, batch: "Batch", stream_from: SourcePosition, view: SourcePosition, ts: float) -> None:
         """Aggregates in state that this snapshot did not see no longer exist: the apply stage deletes

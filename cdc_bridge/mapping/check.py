@@ -419,9 +419,48 @@ def _column_refs(tm: TableMapping, base: tuple) -> dict[str, list[tuple]]:
     return refs
 
 
+_SILENT_RULES = {"CASCADE", "SET NULL", "SET DEFAULT"}
+
+
+def _check_cascades(cur, report: CheckReport, mappings: MappingSet, schemas: list[str]) -> None:
+    """Foreign keys whose ON DELETE / ON UPDATE action changes rows of a mapped table: InnoDB applies them
+    inside the storage engine, so the binlog has no row event for those changes and the bridge never sees
+    them. A warning per constraint and action, at the mapped child table's line."""
+    if not schemas:
+        return
+    marks = ", ".join(["%s"] * len(schemas))
+    cur.execute(f"SELECT rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, rc.REFERENCED_TABLE_NAME, "
+                f"rc.DELETE_RULE, rc.UPDATE_RULE, GROUP_CONCAT(k.COLUMN_NAME ORDER BY k.ORDINAL_POSITION) "
+                f"FROM information_schema.REFERENTIAL_CONSTRAINTS rc JOIN information_schema.KEY_COLUMN_USAGE k "
+                f"ON k.CONSTRAINT_SCHEMA = rc.CONSTRAINT_SCHEMA AND k.CONSTRAINT_NAME = rc.CONSTRAINT_NAME "
+                f"AND k.TABLE_NAME = rc.TABLE_NAME WHERE rc.CONSTRAINT_SCHEMA IN ({marks}) "
+                f"GROUP BY rc.CONSTRAINT_SCHEMA, rc.TABLE_NAME, rc.CONSTRAINT_NAME, rc.REFERENCED_TABLE_NAME, "
+                f"rc.DELETE_RULE, rc.UPDATE_RULE", schemas)
+    for schema, table, name, parent, on_delete, on_update, cols in cur.fetchall():
+        entries = mappings.by_table.get(f"{schema}.{table}")
+        if not entries:
+            continue
+        for when, rule in (("DELETE", str(on_delete).upper()), ("UPDATE", str(on_update).upper())):
+            if rule not in _SILENT_RULES:
+                continue
+            change = "deletes" if rule == "CASCADE" and when == "DELETE" else (
+                "updates" if rule == "CASCADE" else f"sets {rule.split()[-1]} in")
+            for agg, tm, entity in entries:
+                loc = ("root", "table") if entity == "root" else (
+                    "children", [c.name for c in agg.children].index(entity), "table")
+                report.add("warning", "schema",
+                           f"foreign key {name}: ON {when} {rule} — an {when} of {schema}.{parent} {change} rows of "
+                           f"{schema}.{table} ({cols}) inside InnoDB, without row events in the binlog: the bridge "
+                           f"never sees those changes and {agg.aggregate} state drifts. Do the {when.lower()} of "
+                           f"{table} rows in the application (then they are in the binlog), or change the foreign "
+                           f"key to RESTRICT; after such a change, re-snapshot (docs/mappings.md, cascades and "
+                           "triggers)", agg.aggregate, loc)
+
+
 def _check_schema(cur, report: CheckReport, mappings: MappingSet) -> None:
-    schemas = sorted({tm.schema_name for tm in (t for _, t, _ in mappings.by_table.values())})
+    schemas = sorted({tm.schema_name for entries in mappings.by_table.values() for _, tm, _ in entries})
     all_schemas, tables = _load_schema(cur, schemas)
+    _check_cascades(cur, report, mappings, [s for s in schemas if s in all_schemas])
     for agg in mappings.aggregates:
         root_table: _Table | None = None
         entries: list[tuple[tuple, TableMapping]] = [(("root",), agg.root)]

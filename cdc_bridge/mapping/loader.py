@@ -2,7 +2,7 @@
 
     mappings = load_mappings("mappings")      # raises MappingError listing every problem
     mappings.aggregates                        # [AggregateMapping, ...] in file-name order
-    mappings.by_table["shop.orders"]           # (AggregateMapping, TableMapping, "root" | child name)
+    mappings.by_table["shop.orders"]           # [(AggregateMapping, TableMapping, "root" | child name), ...]
     mappings.tables_and_columns()              # what the source must decode
     commands, dead = mappings.translate(txn)   # see mapping/translate.py
 
@@ -555,11 +555,12 @@ class MappingSet:
         from cdc_bridge.mapping.translate import Translator
 
         self.aggregates: list[AggregateMapping] = list(aggregates)
-        self.by_table: dict[str, tuple[AggregateMapping, TableMapping, str]] = {}
+        # a table may feed several aggregates: every (aggregate, table mapping, "root" | child name)
+        self.by_table: dict[str, list[tuple[AggregateMapping, TableMapping, str]]] = {}
         for agg in self.aggregates:
-            self.by_table[agg.root.table] = (agg, agg.root, "root")
+            self.by_table.setdefault(agg.root.table, []).append((agg, agg.root, "root"))
             for child in agg.children:
-                self.by_table[child.table] = (agg, child, child.name)
+                self.by_table.setdefault(child.table, []).append((agg, child, child.name))
         self.files: dict[str, str] = dict(files or {})          # aggregate name -> file
         self._lines: dict[str, dict[Loc, int]] = dict(lines or {})
         self.drop_unchanged_updates = drop_unchanged_updates
@@ -577,7 +578,14 @@ class MappingSet:
 
     def tables_and_columns(self) -> dict[str, set[str] | None]:
         """schema.table -> columns the source must decode (fields ∪ id ∪ parent_key ∪ where); None = all."""
-        return {table: tm.columns() for table, (_, tm, _) in self.by_table.items()}
+        out: dict[str, set[str] | None] = {}
+        for table, entries in self.by_table.items():
+            cols: set[str] | None = set()
+            for _, tm, _ in entries:
+                c = tm.columns()
+                cols = None if c is None or cols is None else cols | c
+            out[table] = cols
+        return out
 
     def translate(self, txn: SourceTransaction) -> tuple[list[Command], list[DeadLetter]]:
         """A source transaction's row changes -> (commands, dead letters); see mapping/translate.py."""
@@ -668,12 +676,15 @@ def _cross_file_problems(loaded: list[tuple[str, AggregateMapping, dict[Loc, int
             topics[agg.events_topic] = f"aggregate {agg.aggregate} ({at(topic_loc)})"
         entries: list[tuple[Loc, TableMapping, str]] = [(("root", "table"), agg.root, "root")]
         entries += [(("children", i, "table"), c, f"children[{i}] ({c.name})") for i, c in enumerate(agg.children)]
+        seen_here: dict[str, str] = {}
         for loc, tm, what in entries:
-            if tm.table in tables:
+            # several aggregates may map one table (each with its own where); one aggregate maps it once
+            if tm.table in seen_here:
                 out.append(MappingProblem(file, line_for(lines, loc), key_path(loc),
-                                          f"table {tm.table} is already mapped by {tables[tm.table]}; a table "
-                                          "feeds exactly one aggregate entity (use one mapping for it)"))
+                                          f"table {tm.table} is already mapped in this aggregate by {seen_here[tm.table]}; "
+                                          "an aggregate maps a table once (other aggregates may map it too)"))
             else:
-                tables[tm.table] = f"{at(loc)} (aggregate {agg.aggregate}, {what})"
+                seen_here[tm.table] = f"{at(loc)} ({what})"
+                tables.setdefault(tm.table, f"{at(loc)} (aggregate {agg.aggregate}, {what})")
     return out
 

@@ -529,28 +529,35 @@ class Translator:
     """All mapped tables; translate() is what MappingSet.translate calls."""
 
     def __init__(self, aggregates: list[AggregateMapping], drop_unchanged_updates: bool = True) -> None:
-        self.tables: dict[str, TableTranslator] = {}
+        # a table may feed several aggregates (each mapping with its own `where`): every one of them
+        # translates its rows, in the order the aggregates were loaded
+        tables: dict[str, list[TableTranslator]] = {}
         for agg in aggregates:
             for tm in agg.tables():
-                self.tables[tm.table] = TableTranslator(agg, tm, drop_unchanged_updates)
+                tables.setdefault(tm.table, []).append(TableTranslator(agg, tm, drop_unchanged_updates))
+        self.tables: dict[str, tuple[TableTranslator, ...]] = {t: tuple(ts) for t, ts in tables.items()}
 
     def translate(self, txn: SourceTransaction) -> tuple[list[Command], list[DeadLetter]]:
         commands: list[Command] = []
         dead: list[DeadLetter] = []
         tables = self.tables
+        only = txn.snapshot_of   # a snapshot chunk: its aggregate's mappings only
         ctx: tuple | None = None
         for index, ch in enumerate(txn.changes):
-            t = tables.get(ch.table)
-            if t is None:
+            ts = tables.get(ch.table)
+            if ts is None:
                 continue
             if ctx is None:
                 ctx = (txn.position, txn.txn_id, txn.commit_ts)
-            try:
-                t.translate(ch, index, ctx, commands)
-            except _RowFailure as f:
-                row = ch.before if ch.op == "delete" else ch.after
-                dead.append(DeadLetter(
-                    reason=f.reason, detail=f"{f.detail} ({ch.op}, row change #{index} of the transaction)",
-                    table=ch.table, aggregate=t.aggregate, aggregate_id=f.aggregate_id,
-                    position=txn.position, txn_id=txn.txn_id, record=row))
+            for t in ts:
+                if only is not None and t.aggregate != only:
+                    continue
+                try:
+                    t.translate(ch, index, ctx, commands)
+                except _RowFailure as f:
+                    row = ch.before if ch.op == "delete" else ch.after
+                    dead.append(DeadLetter(
+                        reason=f.reason, detail=f"{f.detail} ({ch.op}, row change #{index} of the transaction)",
+                        table=ch.table, aggregate=t.aggregate, aggregate_id=f.aggregate_id,
+                        position=txn.position, txn_id=txn.txn_id, record=row))
         return commands, dead

@@ -59,6 +59,9 @@ class SourceTransaction:
     # began at this position did not see.
     full_image: bool = False
     sweep_from: SourcePosition | None = None
+    # a snapshot chunk read for ONE aggregate: its rows are translated for that aggregate only (a table
+    # mapped by several aggregates is read once per aggregate)
+    snapshot_of: str | None = None
 
     def rows_by_table(self) -> dict[str, int]:
         """Row changes of this transaction per table (mapped tables only)."""

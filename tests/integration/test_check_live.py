@@ -207,3 +207,19 @@ def test_an_optional_field_whose_column_does_not_exist_yet_is_a_warning(tmp_path
     assert "does not exist in" in w.message and "null in every event until the column is added" in w.message
     assert w.line == _line_of(d / "orders.yaml", "loyalty_tier")
     assert "loyalty_tier:int (optional)" in report.render()
+
+
+def test_foreign_key_cascades_into_a_mapped_table_are_warnings(tmp_path, shop_db, admin_db, mysql_settings):
+    """Issue 16: InnoDB's cascades change child rows without binlog row events; check says so."""
+    with admin_db.cursor() as cur:
+        cur.execute(f"ALTER TABLE `{shop_db}`.order_lines ADD CONSTRAINT fk_lines_order FOREIGN KEY (order_id) "
+                    f"REFERENCES `{shop_db}`.orders (id) ON DELETE CASCADE ON UPDATE CASCADE")
+    d = _mappings(tmp_path, shop_db)
+    report = check_live(d, mysql_settings)
+    assert report.ok
+    warned = [p for p in report.warnings if "fk_lines_order" in p.message]
+    assert [w.message.split(" — ")[0] for w in warned] == [
+        "foreign key fk_lines_order: ON DELETE CASCADE", "foreign key fk_lines_order: ON UPDATE CASCADE"]
+    assert all(w.key == "children[0].table" and w.line == _line_of(d / "orders.yaml", "table: " + shop_db + ".order_lines")
+               for w in warned)
+    assert "without row events in the binlog" in warned[0].message and "RESTRICT" in warned[0].message

@@ -40,9 +40,9 @@ def _at(problem, file: str, line: int) -> None:
 def test_examples_load():
     ms = load_mappings(EXAMPLES)
     assert [a.aggregate for a in ms.aggregates] == ["Customer", "Order"]  # file-name order
-    agg, tm, entity = ms.by_table["shop.order_lines"]
+    [(agg, tm, entity)] = ms.by_table["shop.order_lines"]
     assert (agg.aggregate, entity, tm.parent_key) == ("Order", "lines", ["order_id"])
-    assert ms.by_table["shop.orders"][2] == "root"
+    assert ms.by_table["shop.orders"][0][2] == "root"
     cols = ms.tables_and_columns()
     assert cols["shop.orders"] == {"id", "customer_id", "status", "total", "currency", "created_at", "deleted_at"}
     assert cols["shop.order_lines"] == {"id", "order_id", "sku", "quantity", "unit_price"}
@@ -330,17 +330,33 @@ def test_decider_ok(mapdir):
 # --------------------------------------------------------------------------- across files
 
 
-def test_same_table_mapped_twice(mapdir):
+def test_a_table_in_several_aggregates_is_allowed_once_per_aggregate(mapdir):
+    """Issue 16: order lines are children of Order and the root of ArchivedLine; columns are united."""
     mapdir.write("a_orders.yaml", ORDER)
     mapdir.write("b_archive.yaml", """
         aggregate: ArchivedLine
         root:
           table: shop.order_lines
           id: id
+          fields: [id, quantity]
         """)
-    p = mapdir.error("root.table")
-    _at(p, "b_archive.yaml", 3)
-    assert "shop.order_lines is already mapped by" in p.message and "a_orders.yaml:11" in p.message
+    ms = mapdir.load()
+    assert [(a.aggregate, e) for a, _, e in ms.by_table["shop.order_lines"]] == [("Order", "lines"), ("ArchivedLine", "root")]
+    assert ms.tables_and_columns()["shop.order_lines"] == {"id", "order_id", "sku", "quantity"}
+    mapdir.write("c_twice.yaml", """
+        aggregate: Twice
+        root:
+          table: shop.things
+          id: id
+        children:
+          - name: parts
+            table: shop.things
+            id: id
+            parent_key: id
+        """)
+    p = mapdir.error("children[0].table")
+    _at(p, "c_twice.yaml", 7)
+    assert "already mapped in this aggregate" in p.message
 
 
 def test_same_aggregate_and_topic(mapdir):

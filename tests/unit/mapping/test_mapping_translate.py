@@ -388,3 +388,40 @@ def test_an_optional_field_is_null_until_its_column_exists(tmp_path):
     del row["currency"]
     cmds, [d] = ms.translate(txn(ins("shop.orders", row)))
     assert cmds == [] and d.reason == "missing_column"
+
+
+def test_a_table_in_two_aggregates_each_with_its_own_where(tmp_path):
+    """Issue 16: a payment belongs to its rental and to its customer; one without a rental only to the customer."""
+    (tmp_path / "a_rental.yaml").write_text("""
+aggregate: Rental
+root: {table: rent.rental, id: rental_id, fields: [rental_id, customer_id]}
+children:
+  - name: payments
+    table: rent.payment
+    id: payment_id
+    parent_key: rental_id
+    fields: [payment_id, amount]
+    where: {rental_id: {is_null: false}}
+""")
+    (tmp_path / "b_customer.yaml").write_text("""
+aggregate: Customer
+root: {table: rent.customer, id: customer_id, fields: [customer_id, name]}
+children:
+  - name: payments
+    table: rent.payment
+    id: payment_id
+    parent_key: customer_id
+    fields: [payment_id, amount, rental_id]
+""")
+    ms = load_mappings(tmp_path)
+    pay = {"payment_id": 9, "customer_id": 3, "rental_id": 77, "amount": "2.99"}
+    cmds, dead = ms.translate(txn(ins("rent.payment", pay), ins("rent.payment", {**pay, "payment_id": 10,
+                                                                                   "rental_id": None})))
+    assert dead == []
+    assert [(c.aggregate, c.aggregate_id, c.entity_id, c.index) for c in cmds] == [
+        ("Rental", "77", "9", 0), ("Customer", "3", "9", 0), ("Customer", "3", "10", 1)]
+    # a snapshot chunk read for one aggregate is translated for that aggregate only
+    chunk = txn(snap("rent.payment", pay))
+    chunk.snapshot_of = "Customer"
+    cmds, _ = ms.translate(chunk)
+    assert [c.aggregate for c in cmds] == ["Customer"]
