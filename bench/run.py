@@ -305,9 +305,13 @@ def verify(variant: Variant, conn_settings: dict, expected_events: int) -> dict[
         extra = sorted(set(got) - set(want))[:5]
         differ = [a for a in sorted(set(got) & set(want)) if got[a] != want[a]][:5]
         say(f"  VERIFY FAILED: missing {missing} extra {extra} differ {differ}")
+    # issue 18: every event matches the JSON Schema `cdc-bridge schemas` derives (live column types)
+    from tests.integration.bridge_harness import validate_events
+
+    valid = validate_events(events, Path(variant.config["mappings_dir"]), {**conn_settings}) == len(events)
     return {"events_read": len(events), "events_expected": expected_events, "aggregates": len(per_agg),
-            "unique_and_gapless": True, "matches_database": same,
-            "ok": same and len(events) == expected_events, "seconds": round(time.perf_counter() - t0, 1)}
+            "unique_and_gapless": True, "matches_database": same, "match_their_schemas": valid,
+            "ok": same and valid and len(events) == expected_events, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def percentiles(values: list[float]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""cdc-bridge command line: run | ingest | worker | handover | check | snapshot | rebuild | inspect.
+"""cdc-bridge command line: run | ingest | worker | handover | check | schemas | snapshot | rebuild | inspect.
 
 Exit codes: 0 ok; 1 mapping errors; 2 schema problems found by `check`; 3 server
-settings; 64 usage; 95 recovery refused; 96 handover refused; 78 bad configuration; source errors
+settings; 4 breaking event-schema changes (`schemas --check-against`, `check --schemas`); 64 usage; 95 recovery refused; 96 handover refused; 78 bad configuration; source errors
 (see docs/source.md) and sink errors (docs/kafka.md) carry their own codes.
 """
 
@@ -91,6 +91,23 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--db-user", default="root")
     chk.add_argument("--db-password", default=None, help="prefer the CDC_BRIDGE__SOURCE__PASSWORD environment variable")
     chk.add_argument("--offline", action="store_true", help="only validate the files, even if a connection is configured")
+    chk.add_argument("--schemas", metavar="DIR", help="also compare the events' schemas with this schema set "
+                     "(`cdc-bridge schemas --out`): exit 4 on a breaking change")
+
+    sch = sub.add_parser(
+        "schemas",
+        help="JSON Schemas of every event type and an AsyncAPI document, from the mappings; a breaking-change guard",
+        description="Write a JSON Schema (draft 2020-12) per event type of every aggregate, index.json and one "
+        "AsyncAPI 3.0 document (asyncapi.json) to --out. With --config the database's column types make every "
+        "`auto` field precise; without a connection they stay open. --check-against DIR compares with a schema "
+        "set written earlier and exits 4 on a change that breaks consumers (a field or event type removed, a "
+        "type narrowed, a topic changed). See docs/events.md, contracts.",
+    )
+    sch.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file (mappings_dir, database, kafka)")
+    sch.add_argument("--mappings", "-m", metavar="DIR", help="mappings directory (overrides the config's)")
+    sch.add_argument("--out", "-o", metavar="DIR", help="write the schema set here")
+    sch.add_argument("--check-against", metavar="DIR", help="a previous schema set: report breaking changes")
+    sch.add_argument("--offline", action="store_true", help="do not connect to the database even with --config")
 
     snp = sub.add_parser(
         "snapshot",
@@ -160,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             return _snapshot(args)
         if args.command == "handover":
             return _handover(args)
+        if args.command == "schemas":
+            return _schemas(args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
@@ -256,7 +275,13 @@ def _check(args: argparse.Namespace) -> int:
         mappings_dir = Path("mappings")
     report = mcheck.check_offline(mappings_dir) if (conn is None or args.offline) else mcheck.check_live(mappings_dir, conn)
     print(report.render())
-    return report.exit_code
+    code = report.exit_code
+    if args.schemas and report.mappings is not None:
+        from cdc_bridge.contracts import guard
+
+        broken = guard(report.mappings, None if args.offline else conn, Path(args.schemas))
+        code = code or (4 if broken else 0)
+    return code
 
 
 def _snapshot(args: argparse.Namespace) -> int:
@@ -284,6 +309,35 @@ def _rebuild(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: bridge.stop())
     signal.signal(signal.SIGINT, lambda *_: bridge.stop())
     return bridge.run()
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from cdc_bridge.contracts import asyncapi_document, guard, schema_set_for, write_schema_set
+    from cdc_bridge.mapping.loader import load_mappings
+
+    cfg = None
+    conn = None
+    if args.config:
+        from cdc_bridge.config import load_config
+
+        cfg = load_config(args.config)
+        s = cfg.source
+        conn = None if args.offline else {"host": s.host, "port": s.port, "user": s.user,
+                                          "password": s.password.get_secret_value()}
+    mappings_dir = Path(args.mappings) if args.mappings else (cfg.mappings_dir if cfg else Path("mappings"))
+    mappings = load_mappings(mappings_dir)
+    if not args.out and not args.check_against:
+        print("cdc-bridge schemas: give --out DIR, --check-against DIR, or both", file=sys.stderr)
+        return 64
+    schemas = schema_set_for(mappings, conn)
+    if args.out:
+        name = cfg.name if cfg else "cdc-bridge"
+        files = write_schema_set(Path(args.out), schemas, asyncapi_document(cfg, schemas, name))
+        print(f"wrote {len(files)} files to {args.out} ({sum(len(e) for e in schemas.events.values())} event types"
+              f"{'' if schemas.live else '; offline: auto fields accept any JSON value'})")
+    if args.check_against:
+        return 4 if guard(mappings, conn, Path(args.check_against), schemas=schemas) else 0
+    return 0
 
 
 def _handover(args: argparse.Namespace) -> int:

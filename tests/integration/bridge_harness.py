@@ -244,3 +244,26 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def validate_events(events: list[dict], mappings_dir: Path, db_settings: dict | None = None) -> int:
+    """Every event against its JSON Schema from `cdc-bridge schemas` (live column types when db_settings);
+    returns how many were checked (issue 18)."""
+    import jsonschema
+
+    from cdc_bridge.contracts import schema_set_for
+    from cdc_bridge.mapping.loader import load_mappings
+
+    schemas = schema_set_for(load_mappings(mappings_dir), db_settings).events
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    validators: dict[tuple[str, str], Any] = {}
+    for e in events:
+        key = (e["aggregate"], e["event_type"])
+        if key not in validators:
+            agg = schemas[e["aggregate"]]
+            assert e["event_type"] in agg or "*" in agg, f"no schema for {key}: {sorted(agg)}"
+            validators[key] = jsonschema.Draft202012Validator(agg.get(e["event_type"]) or agg["*"],
+                                                              format_checker=checker)
+        errors = sorted(validators[key].iter_errors(e), key=lambda x: list(x.path))
+        assert not errors, f"{e['event_id']} does not match its schema: {errors[0].message} at {list(errors[0].path)}"
+    return len(events)

@@ -84,3 +84,7 @@ def test_rentals_example_end_to_end(fresh_db, tmp_path):
     assert customer[2]["data"]["rental_id"] is None
     dead = [r["value"] for r in h.read_topic(f"{cfg['name']}.dead-letter")]
     assert dead == [], dead
+    # issue 18: every event matches the schema `cdc-bridge schemas` derives from the mappings and the columns
+    every = [e for t in topics.values() for evs in _events(t).values() for e in evs]
+    settings = mariadb.connection_settings()
+    assert h.validate_events(every, tmp_path / "mappings", settings) == len(every) > 10

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import signal
 import time
+from pathlib import Path
 
 import bridge_harness as h
 from cdc_bridge.config import BridgeConfig
@@ -73,6 +74,8 @@ def test_embedded_and_three_workers_publish_the_same_events(fresh_db, tmp_path):
                                  f"only workers: {sorted(b.keys() - a.keys())[:5]}"
     differ = [k for k in a if a[k] != b[k]]
     assert not differ, f"{len(differ)} aggregates differ, e.g. {differ[0]}:\n{a[differ[0]]}\n{b[differ[0]]}"
+    # issue 18: the events match the schemas derived from the mappings and the database's columns
+    assert h.validate_events(embedded, Path(cfg_e["mappings_dir"]), mariadb.connection_settings()) == len(embedded)
     types = {e["event_type"] for e in embedded}
     assert {"OrderPlaced", "OrderPaid", "OrderLineChanged", "OrderLineRemoved", "OrderDeleted"} <= types, types
     assert any(e["event_type"] == "OrderSnapshotted" for e in embedded), "no snapshot events"

@@ -83,3 +83,18 @@ def test_check_without_a_password_names_the_environment_variable(tmp_path):
     text = report.render()
     assert "CDC_BRIDGE__SOURCE__PASSWORD" in text
     assert "tables and columns were not checked" not in text and "nothing was checked on the server" in text
+
+
+def test_schemas_command_writes_and_guards(tmp_path, capsys):
+    out = tmp_path / "contracts"
+    assert cli.main(["schemas", "--mappings", str(EXAMPLES), "--out", str(out)]) == 0
+    assert (out / "Order" / "OrderPlaced.json").is_file() and (out / "asyncapi.json").is_file()
+    assert cli.main(["schemas", "--mappings", str(EXAMPLES), "--check-against", str(out)]) == 0
+    edited = tmp_path / "m"
+    edited.mkdir()
+    for f in EXAMPLES.glob("*.yaml"):
+        (edited / f.name).write_text(f.read_text().replace("    currency:\n", "    currency: iso_currency\n"))
+    assert cli.main(["check", "--mappings", str(edited), "--schemas", str(out)]) == 4
+    text = capsys.readouterr().out
+    assert "BREAKING: 1 change(s)" in text and "Order data.currency: field removed or renamed" in text
+    assert cli.main(["schemas", "--mappings", str(EXAMPLES)]) == 64

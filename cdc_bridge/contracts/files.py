@@ -1,0 +1,52 @@
+"""A schema set on disk: DIR/<Aggregate>/<EventType>.json, DIR/index.json, DIR/asyncapi.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cdc_bridge.contracts.event_schemas import SchemaSet
+
+
+class SchemaDirError(Exception):
+    exit_code = 64
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+def _file(event_type: str) -> str:
+    return "_any.json" if event_type == "*" else f"{event_type}.json"
+
+
+def write_schema_set(out: Path, schemas: SchemaSet, asyncapi: dict[str, Any]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    index: dict[str, Any] = {"generated_by": "cdc-bridge schemas", "live": schemas.live, "aggregates": {}}
+    for aggregate, events in schemas.events.items():
+        d = out / aggregate
+        d.mkdir(exist_ok=True)
+        for event_type, schema in events.items():
+            path = d / _file(event_type)
+            path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+            written.append(path)
+        index["aggregates"][aggregate] = {"topic": schemas.topics[aggregate],
+                                          "events": {t: f"{aggregate}/{_file(t)}" for t in events}}
+    for name, doc in (("index.json", index), ("asyncapi.json", asyncapi)):
+        (out / name).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        written.append(out / name)
+    return written
+
+
+def read_schema_set(directory: Path) -> SchemaSet:
+    index_path = directory / "index.json"
+    if not index_path.is_file():
+        raise SchemaDirError(f"{directory} holds no schema set (no index.json): point --check-against at a "
+                             "directory written by `cdc-bridge schemas --out`")
+    index = json.loads(index_path.read_text())
+    out = SchemaSet(live=bool(index.get("live")))
+    for aggregate, entry in index["aggregates"].items():
+        out.topics[aggregate] = entry["topic"]
+        out.events[aggregate] = {t: json.loads((directory / f).read_text()) for t, f in entry["events"].items()}
+    return out
