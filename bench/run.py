@@ -779,7 +779,8 @@ def main(argv: list[str] | None = None) -> int:
                 ver = verify(v, conn_settings, r["events"])
                 r["verify"] = ver
                 say(f"    verified [{v.label}]: {ver['events_read']:,} events read_committed, unique+gapless, "
-                    f"{'matches' if ver['matches_database'] else 'DOES NOT MATCH'} the database "
+                    f"{'matches' if ver['matches_database'] else 'DOES NOT MATCH'} the database, "
+                    f"{'match' if ver['match_their_schemas'] else 'DO NOT MATCH'} their JSON Schemas "
                     f"({ver['aggregates']:,} aggregates, {ver['seconds']}s)")
 
         # ---- (c) again, interleaved: medians are robust to other load on the machine. The order
