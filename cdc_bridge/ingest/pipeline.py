@@ -43,6 +43,7 @@ from cdc_bridge.config import BridgeConfig
 from cdc_bridge.ingest.commands_topic import (Record, commands_topic_name, commands_topic_spec, sweep_records,
                                               txn_records, watermark_records)
 from cdc_bridge.ingest.reader_process import ProcessSource
+from cdc_bridge.ingest.resnapshot import split_signals, transactions_of
 from cdc_bridge.ingest.snapshot_phase import SnapshotPhase
 from cdc_bridge.mapping.command import Command, DeadLetter
 from cdc_bridge.mapping.loader import MappingSet, load_mappings
@@ -113,7 +114,8 @@ class IngestPipeline:
         self.fresh_start = fresh_start  # where a bridge without checkpoint starts, when not the database's
         # Where transactions come from: the binlog (default) or, for `rebuild`, the command log.
         self.source_factory = source_factory
-        self.mappings = mappings
+        # the signal table (ad-hoc re-snapshot requests, ingest/resnapshot.py) is read with the mapped tables
+        self.mappings = mappings.with_signal_table(config.source.signal_table)
         self.metrics = metrics or BridgeMetrics()
         self.apply: InProcessApply | None = InProcessApply(config, mappings, self.metrics) if embedded else None
         # commands go to the commands topic: always without the apply stage here, else as the command log
@@ -487,6 +489,7 @@ class IngestPipeline:
 
     def _apply(self, txn: SourceTransaction, batch: Batch) -> None:
         commands, dead = self._commands_of(txn)
+        commands, signals = split_signals(commands)
         if commands:
             counts: dict[tuple[str, str], int] = {}
             for c in commands:
@@ -508,11 +511,18 @@ class IngestPipeline:
             result = self.apply.apply(txn, commands)
             batch.events.extend(result.events)
             batch.dead_letters.extend(result.dead_letters)
+        for signal in signals:   # a re-snapshot request: its rows, applied right here in binlog order
+            for t in transactions_of(signal, self.config.name, self.mappings, txn):
+                self._apply(t, batch)
 
     def _replay(self, txn: SourceTransaction) -> None:
         """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""
         assert self.apply is not None
-        self.apply.replay(txn, self._commands_of(txn)[0])
+        commands, signals = split_signals(self._commands_of(txn)[0])
+        self.apply.replay(txn, commands)
+        for signal in signals:
+            for t in transactions_of(signal, self.config.name, self.mappings, txn):
+                self._replay(t)
 
     def _finish_replay(self, until: SourcePosition) -> None:
         assert self.apply is not None
@@ -682,7 +692,7 @@ class IngestPipeline:
             self.metrics.errors.labels("mapping_reload").inc()
             log.error("mapping reload rejected; the previous mappings stay in force", error=str(e))
             return
-        self.mappings = new
+        self.mappings = new.with_signal_table(self.config.source.signal_table)
         log.info("mappings reloaded", aggregates=[a.aggregate for a in new.aggregates],
                  tables=sorted(new.tables_and_columns()))
 

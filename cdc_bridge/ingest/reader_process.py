@@ -63,7 +63,8 @@ class ProcessSource:
         self._spec = {"settings": settings, "tables": tables, "start": start,
                       "from_earliest": from_earliest, "log_level": log_level,
                       "json_logs": json_logs if json_logs is not None else not sys.stderr.isatty(),
-                      "mappings": (mappings.aggregates, mappings.drop_unchanged_updates) if mappings else None}
+                      "mappings": (mappings.aggregates, mappings.drop_unchanged_updates, mappings.signal_table)
+                      if mappings else None}
         self.on_reconnect = on_reconnect
         self._position = start
         self._stop = threading.Event()
@@ -271,8 +272,8 @@ def _child_main(fd: int, parent_pid: int) -> int:
     if spec.get("mappings"):
         from cdc_bridge.mapping.loader import MappingSet
 
-        aggregates, drop_unchanged = spec["mappings"]
-        translate = MappingSet(aggregates, drop_unchanged_updates=drop_unchanged).translate
+        aggregates, drop_unchanged, signal_table = spec["mappings"]
+        translate = MappingSet(aggregates, drop_unchanged_updates=drop_unchanged, signal_table=signal_table).translate
 
     from cdc_bridge.tuning import tune
 

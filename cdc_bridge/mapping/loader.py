@@ -551,7 +551,8 @@ class MappingSet:
     """Every aggregate mapping of a directory, indexed by table, with a precompiled translator."""
 
     def __init__(self, aggregates: list[AggregateMapping], files: dict[str, str] | None = None,
-                 lines: dict[str, dict[Loc, int]] | None = None, drop_unchanged_updates: bool = True) -> None:
+                 lines: dict[str, dict[Loc, int]] | None = None, drop_unchanged_updates: bool = True,
+                 signal_table: str | None = None) -> None:
         from cdc_bridge.mapping.translate import Translator
 
         self.aggregates: list[AggregateMapping] = list(aggregates)
@@ -564,7 +565,15 @@ class MappingSet:
         self.files: dict[str, str] = dict(files or {})          # aggregate name -> file
         self._lines: dict[str, dict[Loc, int]] = dict(lines or {})
         self.drop_unchanged_updates = drop_unchanged_updates
-        self._translator = Translator(self.aggregates, drop_unchanged_updates=drop_unchanged_updates)
+        self.signal_table = signal_table   # source.signal_table: its inserts become signal commands
+        self._translator = Translator(self.aggregates, drop_unchanged_updates=drop_unchanged_updates,
+                                      signal_table=signal_table)
+
+    def with_signal_table(self, table: str | None) -> "MappingSet":
+        """The same mappings, also translating the signal table (ad-hoc re-snapshot requests)."""
+        if table == self.signal_table:
+            return self
+        return MappingSet(self.aggregates, self.files, self._lines, self.drop_unchanged_updates, table)
 
     def aggregate(self, name: str) -> AggregateMapping:
         for agg in self.aggregates:
@@ -585,6 +594,8 @@ class MappingSet:
                 c = tm.columns()
                 cols = None if c is None or cols is None else cols | c
             out[table] = cols
+        if self.signal_table:
+            out[self.signal_table] = None
         return out
 
     def translate(self, txn: SourceTransaction) -> tuple[list[Command], list[DeadLetter]]:

@@ -525,17 +525,41 @@ class TableTranslator:
             position=position, txn_id=txn_id, commit_ts=commit_ts, index=index, soft=soft)
 
 
+SIGNAL_AGGREGATE = "\x00signal"   # commands of the signal table's rows (ingest/resnapshot.py), never applied
+
+
+class _SignalTranslator:
+    """The signal table: each inserted row becomes one signal command carrying the row."""
+
+    aggregate = SIGNAL_AGGREGATE
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def translate(self, ch: RowChange, index: int, ctx: tuple, out: list[Command]) -> None:
+        if ch.op != "insert" or ch.after is None:
+            return
+        position, txn_id, commit_ts = ctx
+        out.append(Command.model_construct(
+            command_type="Signal", aggregate=SIGNAL_AGGREGATE, aggregate_id=str(ch.after.get("id")), entity="root",
+            entity_id=str(ch.after.get("id")), operation="insert", payload=dict(ch.after), before=None,
+            table=self.table, position=position, txn_id=txn_id, commit_ts=commit_ts, index=index, soft=False))
+
+
 class Translator:
     """All mapped tables; translate() is what MappingSet.translate calls."""
 
-    def __init__(self, aggregates: list[AggregateMapping], drop_unchanged_updates: bool = True) -> None:
+    def __init__(self, aggregates: list[AggregateMapping], drop_unchanged_updates: bool = True,
+                 signal_table: str | None = None) -> None:
         # a table may feed several aggregates (each mapping with its own `where`): every one of them
         # translates its rows, in the order the aggregates were loaded
         tables: dict[str, list[TableTranslator]] = {}
         for agg in aggregates:
             for tm in agg.tables():
                 tables.setdefault(tm.table, []).append(TableTranslator(agg, tm, drop_unchanged_updates))
-        self.tables: dict[str, tuple[TableTranslator, ...]] = {t: tuple(ts) for t, ts in tables.items()}
+        self.tables: dict[str, tuple[Any, ...]] = {t: tuple(ts) for t, ts in tables.items()}
+        if signal_table:
+            self.tables[signal_table] = (_SignalTranslator(signal_table),)
 
     def translate(self, txn: SourceTransaction) -> tuple[list[Command], list[DeadLetter]]:
         commands: list[Command] = []

@@ -33,6 +33,9 @@ class SourceSettings(BaseModel):
     # process: read and decode the binlog in a child process (its own core, and the bridge
     # commits a batch as soon as it has caught up); inline: in the bridge's own thread
     reader: Literal["process", "inline"] = "process"
+    # schema.table the bridge watches for ad-hoc re-snapshot requests (`cdc-bridge snapshot --aggregate`,
+    # docs/mappings.md "cascades and triggers"); None: the feature is off
+    signal_table: str | None = Field(None, pattern=r"^[^.\s]+\.[^.\s]+$")
 
     @model_validator(mode="after")
     def _timeouts_consistent(self) -> "SourceSettings":

@@ -1044,6 +1044,33 @@ class SnapshotReader:
             log.warning("rows with a NULL id are not part of the snapshot (they cannot be routed to an aggregate)",
                         table=root.table, rows=count, id=list(root.mapping.id))
 
+    def read_locked(self, conn: Any, aggregate: str, ids: Sequence[str]) -> list[RowChange]:
+        """Ad-hoc re-snapshot (`cdc-bridge snapshot --aggregate A --id X`): the rows of these aggregates, root by
+        id and their children, as snapshot RowChanges, read with LOCK IN SHARE MODE inside the caller's open
+        transaction on `conn`: no other transaction can change them until the caller commits (next-key locks
+        also keep new children out), so what is read is exactly the state at the caller's commit."""
+        agg = next(a for a in self.aggregates if a.aggregate == aggregate)
+        version = str(_query(conn, "SELECT VERSION()")[0][0])
+        flavor: Flavor = detect_flavor(version) if self.settings.flavor == "auto" else self.settings.flavor
+        self._conn = conn
+        plan = self._aggregate_plan(conn, flavor, agg)
+        root = plan.root
+        id_cols = root.key_columns(agg.root.id)
+        keys = [tuple(str(i).split(":", len(id_cols) - 1)) if len(id_cols) > 1 else (str(i),) for i in ids]
+        sql = children_sql(root.table, root.select(), agg.root.id, len(keys), root.order,
+                           [c.placeholder for c in id_cols]) + " LOCK IN SHARE MODE"
+        raw = self._fetch(sql, [v for k in keys for v in k], root.table)
+        changes = root.changes(raw)
+        parents = [p for p in _distinct([tuple(root.key_of(r, root.id_idx)) for r in raw]) if None not in p]
+        if parents:
+            for child, cplan in plan.children:
+                csql = children_sql(cplan.table, cplan.select(), child.parent_key, len(parents), cplan.order,
+                                    [c.placeholder for c in id_cols]) + " LOCK IN SHARE MODE"
+                args = [col.to_param(v) for p in parents for col, v in zip(id_cols, p)]
+                changes.extend(cplan.changes(self._fetch(csql, args, cplan.table)))
+        self._conn = None
+        return changes
+
     def _fetch(self, sql: str, args: Sequence[Any], table: str) -> list[tuple]:
         """Run a data query and return its rows as raw bytes (no PyMySQL conversions)."""
         conn = self._conn
