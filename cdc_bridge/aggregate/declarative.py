@@ -80,7 +80,7 @@ def field_name(table: TableMapping, name: str) -> str:
 def mapped_names(table: TableMapping) -> list[str] | None:
     if not isinstance(table.fields, dict):
         return None
-    return [spec.name or col for col, spec in table.fields.items()]
+    return [spec.name or col for col, spec in table.fields.items()] + list(getattr(table, "lookups", {}) or {})
 
 
 def same_value(a: Any, b: Any) -> bool:

@@ -23,6 +23,8 @@ from cdc_bridge.aggregate.router import partition_for
 from cdc_bridge.aggregate.runtime import AggregateRuntime, ApplyResult, TxnInfo
 from cdc_bridge.mapping.command import Command, DeadLetter
 from cdc_bridge.mapping.loader import MappingSet
+from cdc_bridge.mapping.lookups import LOOKUP_AGGREGATE, lookup_specs, record_aggregate
+from cdc_bridge.state.record import AggregateRecord
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.transaction import SourceTransaction
 
@@ -36,14 +38,50 @@ class TransactionApplier:
         self.runtime = runtime
         self.mappings = mappings
         self.partitions = runtime.partitions
+        self._lookups = lookup_specs(mappings.aggregates)
 
     def apply(self, txn: TxnInfo, commands: list[Command], *, full_image: bool = False,
               partitions: Collection[int] | None = None) -> ApplyResult:
         """partitions: where held children may expire at this transaction's time (None: all; a worker
-        passes the record's partition)."""
+        passes the record's partition), and where reference rows of lookups are kept."""
+        if any(c.aggregate == LOOKUP_AGGREGATE for c in commands):
+            self._store_references([c for c in commands if c.aggregate == LOOKUP_AGGREGATE], txn, partitions)
+            commands = [c for c in commands if c.aggregate != LOOKUP_AGGREGATE]
+        if self._lookups:
+            commands = [self._enrich(c) if (c.aggregate, c.entity) in self._lookups else c for c in commands]
         if full_image:
             commands = commands + self._removed_children(commands)
         return self.runtime.apply(commands, txn, partitions)
+
+    # ------------------------------------------------------------------ lookups (mapping/lookups.py)
+
+    def _store_references(self, commands: list[Command], txn: TxnInfo, partitions: Collection[int] | None) -> None:
+        """Reference rows into every partition given (a deleted row stays as a record marked gone: the
+        changelog never carries tombstones)."""
+        store = self.runtime.store
+        for p in (range(self.partitions) if partitions is None else partitions):
+            for c in commands:
+                state = dict(c.payload) if c.operation == "insert" else {"\x00gone": True}
+                store.put(p, AggregateRecord(record_aggregate(c.entity), c.entity_id, state,
+                                             last_position=txn.position))
+
+    def _enrich(self, c: Command) -> Command:
+        """The command's payload plus its table's lookup fields, resolved in the store now (the reference
+        rows as of the end of this source transaction): null where a row on the way is missing."""
+        store = self.runtime.store
+        p = partition_for(c.aggregate_id, self.partitions)
+        extra: dict[str, Any] = {}
+        for name, lk in self._lookups[(c.aggregate, c.entity)].items():
+            value = (c.payload or {}).get(lk.from_)
+            for step in lk.via:
+                if value is None:
+                    break
+                rec = store.get(p, record_aggregate(step.table), str(value))
+                state = rec.state if rec is not None else None
+                value = None if not state or "\x00gone" in state else state.get(step.take)
+            extra[name] = value
+        return c.model_copy(update={"payload": {**c.payload, **extra}}) if c.operation != "delete" else \
+            c.model_copy(update={"payload": {**c.payload, **extra}, "before": {**(c.before or c.payload), **extra}})
 
     def expire(self, commit_ts: float, partitions: Collection[int]) -> list[DeadLetter]:
         """Held children of `partitions` due at source time commit_ts (a watermark of the commands topic)."""

@@ -117,6 +117,8 @@ def table_fields(tm: TableMapping, columns: dict[str, Column] | None) -> tuple[d
             if columns is None or c is None or c.nullable or col in optional or typ in ("datetime", "date"):
                 s = nullable(s)
         out[name] = s
+    for name in tm.lookups:   # a value of a reference table, null when a row on the way is missing
+        out[name] = dict(ANY)
     return out, False
 
 

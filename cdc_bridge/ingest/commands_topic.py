@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Literal
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.jsoncodec import dumps, loads
 from cdc_bridge.mapping.command import Command
+from cdc_bridge.mapping.lookups import LOOKUP_AGGREGATE
 from cdc_bridge.mapping.translate import command_to_wire, commands_from_wire
 from cdc_bridge.sink.topics import TopicRole, TopicSpec
 from cdc_bridge.source.position import SourcePosition
@@ -89,6 +90,11 @@ def txn_records(topic: str, partitions: int, partition_for: Partitioner, command
         return []
     by_partition: dict[int, list[tuple]] = {}
     for c in commands:
+        if c.aggregate == LOOKUP_AGGREGATE:   # reference rows: every partition keeps them
+            wire = command_to_wire(c)
+            for p in range(partitions):
+                by_partition.setdefault(p, []).append(wire)
+            continue
         by_partition.setdefault(partition_for(c.aggregate_id, partitions), []).append(command_to_wire(c))
     head: dict[str, Any] = {"gtid": gtid, "position": position.to_dict(), "txn_id": txn_id, "commit_ts": commit_ts}
     if full_image:

@@ -71,7 +71,8 @@ class SnapshotPhase:
         from cdc_bridge.ingest.pipeline import Batch
 
         b = self.bridge
-        reader = SnapshotReader(self.config.source, b.mappings.aggregates, chunk_size=self.config.snapshot.chunk_size)
+        reader = SnapshotReader(self.config.source, b.mappings.snapshot_aggregates(),
+                                chunk_size=self.config.snapshot.chunk_size)
         view = reader.open()
         view_ts = time.time()
         if progress is None:

@@ -566,6 +566,9 @@ class MappingSet:
         self._lines: dict[str, dict[Loc, int]] = dict(lines or {})
         self.drop_unchanged_updates = drop_unchanged_updates
         self.signal_table = signal_table   # source.signal_table: its inserts become signal commands
+        from cdc_bridge.mapping.lookups import reference_tables
+
+        self.references = reference_tables(self.aggregates)   # reference tables of lookups
         self._translator = Translator(self.aggregates, drop_unchanged_updates=drop_unchanged_updates,
                                       signal_table=signal_table)
 
@@ -594,9 +597,19 @@ class MappingSet:
                 c = tm.columns()
                 cols = None if c is None or cols is None else cols | c
             out[table] = cols
+        for ref in self.references.values():
+            if ref.table not in out:
+                out[ref.table] = set(ref.columns)
+            elif out[ref.table] is not None:
+                out[ref.table] = out[ref.table] | ref.columns   # type: ignore[operator]
         if self.signal_table:
             out[self.signal_table] = None
         return out
+
+    def snapshot_aggregates(self) -> list[AggregateMapping]:
+        """What a snapshot reads: the reference tables of lookups first (as pseudo aggregates), then the
+        aggregates, so that the aggregates' lookups resolve."""
+        return [r.snapshot_mapping() for r in self.references.values()] + list(self.aggregates)
 
     def translate(self, txn: SourceTransaction) -> tuple[list[Command], list[DeadLetter]]:
         """A source transaction's row changes -> (commands, dead letters); see mapping/translate.py."""

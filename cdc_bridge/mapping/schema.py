@@ -130,6 +130,30 @@ class Condition(_Strict):
         return out
 
 
+class LookupStep(_Strict):
+    """One hop of a lookup: the row of `table` whose `key` column equals the value so far; take its `take`."""
+
+    table: str = Field(description="schema.table of a reference table")
+    key: str = Field(description="the column of that table the value is looked up by (its primary key, usually)")
+    take: str = Field(description="the column of that row carried on: the next hop's value, or the field's value")
+
+    @field_validator("table")
+    @classmethod
+    def _qualified(cls, v: str) -> str:
+        if "." not in v:
+            raise ValueError("table must be written as schema.table")
+        return v
+
+
+class Lookup(_Strict):
+    """A field of this table's events taken from reference tables (docs/mappings.md, lookups)."""
+
+    from_: str = Field(alias="from", description="a field of this table whose value starts the lookup")
+    via: list[LookupStep] = Field(min_length=1, description="the hops, in order")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
 class TableMapping(_Strict):
     """What is captured from one table: identity, carried columns and the row filter."""
 
@@ -143,6 +167,7 @@ class TableMapping(_Strict):
     commands: dict[Operation, str] = Field(
         default_factory=dict, description="operation -> command type; defaults derived from the entity name"
     )
+    lookups: dict[str, Lookup] = Field(default_factory=dict, description="field name -> lookup in reference tables")
 
     @field_validator("table")
     @classmethod
@@ -259,7 +284,7 @@ class TableMapping(_Strict):
     def field_names(self) -> list[str] | None:
         """Field names carried in payloads; None for fields: '*' (the table's columns minus exclude)."""
         plan = self.field_plan()
-        return None if plan is None else [name for _, name, _ in plan]
+        return None if plan is None else [name for _, name, _ in plan] + list(self.lookups)
 
     def columns(self) -> set[str] | None:
         """Columns the source must decode: fields ∪ id ∪ parent_key ∪ where; None for fields: '*'."""

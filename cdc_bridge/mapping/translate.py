@@ -557,6 +557,10 @@ class Translator:
         for agg in aggregates:
             for tm in agg.tables():
                 tables.setdefault(tm.table, []).append(TableTranslator(agg, tm, drop_unchanged_updates))
+        from cdc_bridge.mapping.lookups import LookupTranslator, reference_tables
+
+        for ref in reference_tables(aggregates).values():   # reference tables of lookups: lookup commands
+            tables.setdefault(ref.table, []).append(LookupTranslator(ref))  # type: ignore[arg-type]
         self.tables: dict[str, tuple[Any, ...]] = {t: tuple(ts) for t, ts in tables.items()}
         if signal_table:
             self.tables[signal_table] = (_SignalTranslator(signal_table),)

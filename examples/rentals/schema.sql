@@ -1,7 +1,8 @@
 -- Third example (examples/rentals/): shapes real schemas have, beyond mappings/.
 -- A payment belongs to its rental AND to its customer (some payments have no rental); films change
 -- rating and price in one update; a column will be added later (promo_code); stores have a location
--- (POINT); a film's release year may be YEAR 0000.
+-- (POINT); a film's release year may be YEAR 0000; a rental names a copy (inventory) whose film's
+-- title its events carry (lookups).
 CREATE DATABASE IF NOT EXISTS rentals;
 
 CREATE TABLE rentals.customer (
@@ -24,11 +25,17 @@ CREATE TABLE rentals.film (
   release_year YEAR NULL
 ) ENGINE=InnoDB;
 
+CREATE TABLE rentals.inventory (       -- a reference table: which film a copy on the shelf is
+  inventory_id INT PRIMARY KEY,
+  film_id      INT NOT NULL,
+  store_id     INT NOT NULL
+) ENGINE=InnoDB;
+
 CREATE TABLE rentals.rental (
-  rental_id   INT PRIMARY KEY,
-  customer_id INT NOT NULL,
-  film_id     INT NOT NULL,
-  store_id    INT NOT NULL,
+  rental_id    INT PRIMARY KEY,
+  customer_id  INT NOT NULL,
+  inventory_id INT NOT NULL,
+  store_id     INT NOT NULL,
   status      VARCHAR(20) NOT NULL DEFAULT 'out',
   KEY ix_rental_customer (customer_id)
 ) ENGINE=InnoDB;

@@ -101,7 +101,7 @@ def test_unknown_key_suggests_the_closest(mapdir):
     _at(p, "orders.yaml", 5)
     assert "unknown key 'feilds'" in p.message
     assert "did you mean 'fields'?" in p.message
-    assert "allowed here: table, id, fields, exclude, where, commands, events, transitions" in p.message
+    assert "allowed here: table, id, fields, exclude, where, commands, lookups, events, transitions" in p.message
 
 
 def test_unknown_top_level_key(mapdir):
