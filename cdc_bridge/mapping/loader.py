@@ -458,6 +458,17 @@ def semantic_problems(agg: AggregateMapping) -> list[tuple[Loc, str]]:
     out: list[tuple[Loc, str]] = []
     root_fields = agg.root.field_names()
     root_cols = {name: col for col, name, _ in (agg.root.field_plan() or [])}
+    tables: list[tuple[Loc, TableMapping]] = [(("root",), agg.root)]
+    tables += [(("children", i), c) for i, c in enumerate(agg.children)]
+    for base, tm in tables:
+        plain = [name for _, name, _ in (tm.field_plan() or [])]
+        for name, lk in tm.lookups.items():
+            if name in plain:
+                out.append((base + ("lookups", name), f"lookup {name!r} has the name of a field of {tm.table}; "
+                            "give it another name"))
+            if tm.field_plan() is not None and lk.from_ not in plain:
+                out.append((base + ("lookups", name, "from"), f"from {lk.from_!r} is not a field of {tm.table}"
+                            f"{_suggest(lk.from_, plain)} — fields: {_fmt_choices(plain)}"))
 
     def check_root_field(loc: Loc, name: str, what: str) -> None:
         if root_fields is None:  # fields: '*': the field names are the columns (checked live)
@@ -651,6 +662,7 @@ def load_mappings(directory: str | Path) -> MappingSet:
             loaded.append((file, agg, lines))
 
     problems.extend(_cross_file_problems(loaded))
+    problems.extend(_lookup_key_problems(loaded))
     if problems:
         raise MappingError(problems, str(directory))
     return MappingSet([a for _, a, _ in loaded], files={a.aggregate: f for f, a, _ in loaded},
@@ -674,6 +686,17 @@ def _load_file(text: str, file: str) -> tuple[AggregateMapping | None, dict[Loc,
         problems.append(MappingProblem(file, line_for(lines, loc), key_path(loc), message))
     # well-formed even with problems: it still takes part in the checks across files
     return agg, lines, problems
+
+
+def _lookup_key_problems(loaded: list[tuple[str, AggregateMapping, dict[Loc, int]]]) -> list[MappingProblem]:
+    from cdc_bridge.mapping.lookups import reference_tables
+
+    try:
+        reference_tables([agg for _, agg, _ in loaded])
+    except ValueError as e:
+        file = loaded[0][0] if loaded else ""
+        return [MappingProblem(file, None, "lookups", str(e))]
+    return []
 
 
 def _cross_file_problems(loaded: list[tuple[str, AggregateMapping, dict[Loc, int]]]) -> list[MappingProblem]:

@@ -460,3 +460,17 @@ def test_a_key_indented_too_far_gets_an_indentation_hint(mapdir):
     [p] = mapdir.errors()
     _at(p, "orders.yaml", 4)
     assert "indented deeper than the key above" in p.message
+
+
+def test_lookups_load_and_their_mistakes_are_reported(mapdir):
+    """Issue 16: lookups name a field of the table and hops through reference tables."""
+    good = ORDER.replace("    status:\n", "    status:\n  lookups:\n    customer_name:\n      from: customer_id\n"
+                                          "      via: [{table: crm.customers, key: id, take: name}]\n")
+    mapdir.write("orders.yaml", good)
+    ms = mapdir.load()
+    assert ms.references["crm.customers"].columns == {"id", "name"}
+    assert ms.tables_and_columns()["crm.customers"] == {"id", "name"}
+    assert [a.aggregate for a in ms.snapshot_aggregates()] == ["LookupCrmCustomers", "Order"]
+    mapdir.write("orders.yaml", good.replace("from: customer_id", "from: customerid"))
+    p = mapdir.error("root.lookups.customer_name.from")
+    assert "from 'customerid' is not a field of shop.orders (did you mean 'customer_id'?)" in p.message
