@@ -440,7 +440,7 @@ class AggregateWorker:
         now = time.time()
         for ts in batch.commit_ts:
             m.end_to_end_seconds.observe(max(0.0, now - ts))
-        m.count_outcome(batch.events, batch.dead_letters)
+        m.count_outcome(batch.events, batch.dead_letters, prepared.too_large)
         for p, off in batch.next.items():
             m.worker_offset.labels(str(p)).set(off)
             m.worker_lag_seconds.labels(str(p)).set(max(0.0, now - batch.source_ts[p]))

@@ -603,7 +603,7 @@ class IngestPipeline:
             self.origin = SourcePosition.from_dict(inflight.checkpoint["origin"])
         self.batches_committed = inflight.checkpoint["batch"]
         self.committed = SourcePosition.from_dict(inflight.checkpoint["position"])
-        self._record_published(batch, result.commit_seconds)
+        self._record_published(batch, result.commit_seconds, inflight.prepared.too_large)
         if self.on_batch_committed:
             self.on_batch_committed(batch)
         if self.apply is not None:
@@ -656,7 +656,7 @@ class IngestPipeline:
             self._apply(t, batch)
         batch.started = time.time() if open_txns else 0.0
 
-    def _record_published(self, batch: Batch, commit_seconds: float) -> None:
+    def _record_published(self, batch: Batch, commit_seconds: float, too_large: tuple = ()) -> None:
         """Counters of a batch committed in Kafka (committer thread: touches no state)."""
         m = self.metrics
         now = time.time()
@@ -665,7 +665,7 @@ class IngestPipeline:
         for t in batch.txns:
             if t.row_count:
                 m.end_to_end_seconds.observe(max(0.0, now - t.commit_ts))
-        m.count_outcome(batch.events, batch.dead_letters)
+        m.count_outcome(batch.events, batch.dead_letters, too_large)
         pos = batch.position if batch.txns else self.committed
         if pos is not None:
             m.source_position.info({"gtid": pos.gtid or "", "binlog_file": pos.binlog_file,

@@ -3,6 +3,8 @@ and used by deploy/grafana/dashboard.json and deploy/prometheus/alerts.yml (a te
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from cdc_bridge.observability.cpu import ThreadCpuCollector
@@ -13,7 +15,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 5, 10, 
 
 # Dead-letter reasons raised by the mapping stage or held-children bounds; every other
 # reason is an aggregate's rejection of a command.
-MAPPING_REASONS = frozenset({"coercion_failed", "null_key", "missing_column", "bad_row", "orphan"})
+# dead-letter reasons that are not an aggregate's rejection (too_large: the publisher's, see sink/publisher.py)
+MAPPING_REASONS = frozenset({"coercion_failed", "null_key", "missing_column", "bad_row", "orphan", "too_large"})
 
 
 class BridgeMetrics:
@@ -134,15 +137,20 @@ class BridgeMetrics:
         self.cpu = ThreadCpuCollector()
         r.register(self.cpu)
 
-    def count_outcome(self, events: list, dead_letters: list) -> None:
-        """Counters of published events and dead letters (embedded bridge and workers alike)."""
+    def count_outcome(self, events: list, dead_letters: list, too_large: Sequence = ()) -> None:
+        """Counters of published events and dead letters (embedded bridge and workers alike). too_large: the
+        events the publisher sent to the dead-letter topic instead (their topic's size limit)."""
         counts: dict[tuple[str, str], int] = {}
         for ev in events:
             k = (ev.aggregate, ev.event_type)
             counts[k] = counts.get(k, 0) + 1
+        for dl in too_large:
+            k = (dl.aggregate, (dl.record or {}).get("event_type"))
+            counts[k] = counts.get(k, 0) - 1
         for (aggregate, event_type), n in counts.items():
-            self.events_published.labels(aggregate, event_type).inc(n)
-        for dl in dead_letters:
+            if n > 0:
+                self.events_published.labels(aggregate, event_type).inc(n)
+        for dl in [*dead_letters, *too_large]:
             self.dead_letters.labels(dl.reason).inc()
             if dl.aggregate and dl.reason not in MAPPING_REASONS:
                 self.rejections.labels(dl.aggregate, dl.reason).inc()

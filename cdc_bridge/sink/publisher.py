@@ -81,6 +81,8 @@ class PreparedBatch:
     dead_letters: int
     tombstones: int
     prepare_seconds: float
+    # events replaced by a too_large dead letter (their topic's limit): for the metrics of the caller
+    too_large: tuple[DeadLetter, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -252,14 +254,14 @@ class TransactionalPublisher:
         (an aggregate worker's batch, whose progress is its consumed offsets)."""
         t0 = time.perf_counter()
         record = build_checkpoint(self.bridge_name, checkpoint, len(events)) if checkpoint is not None else None
-        messages, tombstones = self._serialize(events, dead_letters, record)
+        messages, tombstones, too_large = self._serialize(events, dead_letters, record)
         if records:
             if record is not None:
                 messages[-1:-1] = records  # the checkpoint record stays last
             else:
                 messages.extend(records)
-        return PreparedBatch(messages, record, len(events), len(dead_letters), tombstones,
-                             time.perf_counter() - t0)
+        return PreparedBatch(messages, record, len(events) - len(too_large), len(dead_letters) + len(too_large),
+                             tombstones, time.perf_counter() - t0, tuple(too_large))
 
     def publish_prepared(self, prepared: PreparedBatch, *, offsets: Sequence[Any] | None = None,
                          group_metadata: Any = None) -> PublishResult:
@@ -318,7 +320,7 @@ class TransactionalPublisher:
                     "topic": topic})
 
     def _serialize(self, events: Sequence[DomainEvent], dead_letters: Sequence[DeadLetter],
-                   record: dict[str, Any] | None) -> tuple[list[tuple], int]:
+                   record: dict[str, Any] | None) -> tuple[list[tuple], int, list[DeadLetter]]:
         """All messages of the batch as (topic, key, value, partition | None, headers), before
         the transaction begins: a serialization problem never leaves a transaction open."""
         out: list[tuple] = []
@@ -388,14 +390,14 @@ class TransactionalPublisher:
                     headers.append(("aggregate", dl.aggregate.encode()))
                 append((dl_topic, dl.aggregate_id.encode() if dl.aggregate_id else None, value, None, headers))
         if record is None:
-            return out, tombstones
+            return out, tombstones, too_large
         ckey, cvalue = encode_checkpoint(record)
         cpart = None
         if part is not None:
             cpart = part(self.bridge_name, counts.get(self.checkpoint_topic) or
                          self.partition_count(self.checkpoint_topic))
         append((self.checkpoint_topic, ckey, cvalue, cpart, [("cdc-bridge-checkpoint", b"1")]))
-        return out, tombstones
+        return out, tombstones, too_large
 
     def _produce_all(self, messages: list[tuple]) -> None:
         produce = self._producer.produce

@@ -448,7 +448,7 @@ def test_publisher_event_values():
     plain = _event({"id": 7, "name": "Zoë 😀", "f": 0.25, "n": None, "l": [1, "x"]})
     odd = _event({"id": 7, "f": 1e-05, "nan": float("nan"), "u": uuid.UUID(int=1), "e": Plain.A})
     big = _event({"id": 7, "big": 2**64, "f": 1e-05, "nan": float("nan")})
-    msgs, _ = pub._serialize([plain, odd, big], [], dict(CHECKPOINT))
+    msgs, _, _ = pub._serialize([plain, odd, big], [], dict(CHECKPOINT))
     # plain data: the stdlib's bytes, as DomainEvent.value() (json.dumps) gives them
     assert msgs[0][2] == ref_dumps(plain.envelope()) == plain.value()
     # the documented differences: tiny float in orjson's format, NaN -> null, UUID / Enum serialized
@@ -480,7 +480,7 @@ def test_publisher_dead_letter_falls_back_to_repr():
                     record={"amount": decimal.Decimal("1.50"), "tags": {3}, "u": u, "ok": "é"})
     # UUID / Enum / NaN: written by the codec (no repr fallback)
     ok = DeadLetter(reason="orphan", detail="d", record={"x": float("nan"), "u": u, "e": Plain.A})
-    msgs, _ = _publisher()._serialize([], [dl, ok], dict(CHECKPOINT))
+    msgs, _, _ = _publisher()._serialize([], [dl, ok], dict(CHECKPOINT))
     assert json.loads(msgs[0][2])["record"] == {"amount": "Decimal('1.50')", "tags": "{3}", "u": repr(u), "ok": "é"}
     assert msgs[1][2] == dumps(ok.to_json_dict())
     assert json.loads(msgs[1][2])["record"] == {"x": None, "u": str(u), "e": 1}

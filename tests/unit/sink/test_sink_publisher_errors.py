@@ -385,4 +385,15 @@ def test_an_event_larger_than_its_topic_accepts_is_a_too_large_dead_letter_and_t
     dl = json.loads(msgs[2]["value"])
     assert dl["reason"] == "too_large" and dl["aggregate_id"] == "2" and ("reason", b"too_large") in msgs[2]["headers"]
     assert dl["record"]["event_id"] == big.event_id and dl["record"]["bytes"] > 1_048_588
-    assert "max_embedded_children" in dl["detail"] and r.events == 3
+    assert "max_embedded_children" in dl["detail"] and r.events == 2 and r.dead_letters == 1
+    # the caller's metrics count it as a dead letter, not as a published event
+    from cdc_bridge.observability.metrics import BridgeMetrics
+
+    prepared = pub.prepare([make_event(1), big], [], cp(2))
+    assert [d.reason for d in prepared.too_large] == ["too_large"]
+    m = BridgeMetrics()
+    m.count_outcome([make_event(1), big], [], prepared.too_large)
+    assert m.registry.get_sample_value("cdc_bridge_dead_letters_total", {"reason": "too_large"}) == 1
+    assert m.registry.get_sample_value("cdc_bridge_events_published_total",
+                                       {"aggregate": "Order", "event_type": "OrderPlaced"}) == 1
+    assert m.registry.get_sample_value("cdc_bridge_rejections_total", {"aggregate": "Order", "reason": "too_large"}) is None
