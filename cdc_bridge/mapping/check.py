@@ -457,10 +457,33 @@ def _check_cascades(cur, report: CheckReport, mappings: MappingSet, schemas: lis
                            "triggers)", agg.aggregate, loc)
 
 
+def _check_lookups(report: CheckReport, mappings: MappingSet, tables: dict[tuple[str, str], _Table]) -> None:
+    """The reference tables of lookups and the columns their hops use exist (else the fields stay null)."""
+    for agg in mappings.aggregates:
+        entries: list[tuple[tuple, TableMapping]] = [(("root",), agg.root)]
+        entries += [(("children", i), c) for i, c in enumerate(agg.children)]
+        for base, tm in entries:
+            for name, lk in tm.lookups.items():
+                for j, step in enumerate(lk.via):
+                    loc = base + ("lookups", name, "via", j)
+                    schema, _, table = step.table.partition(".")
+                    t = tables.get((schema, table))
+                    if t is None:
+                        report.add("error", "schema", f"lookup {name!r}: unknown reference table {step.table}"
+                                   f"{_suggest(table, [n for (s, n) in tables if s == schema])}", agg.aggregate, loc)
+                        continue
+                    for col in (step.key, step.take):
+                        if col not in t.columns:
+                            report.add("error", "schema", f"lookup {name!r}: unknown column {col!r} in {step.table}"
+                                       f"{_suggest(col, t.columns)}", agg.aggregate, loc)
+
+
 def _check_schema(cur, report: CheckReport, mappings: MappingSet) -> None:
-    schemas = sorted({tm.schema_name for entries in mappings.by_table.values() for _, tm, _ in entries})
+    schemas = sorted({tm.schema_name for entries in mappings.by_table.values() for _, tm, _ in entries}
+                     | {t.split(".", 1)[0] for t in mappings.references})
     all_schemas, tables = _load_schema(cur, schemas)
     _check_cascades(cur, report, mappings, [s for s in schemas if s in all_schemas])
+    _check_lookups(report, mappings, tables)
     for agg in mappings.aggregates:
         root_table: _Table | None = None
         entries: list[tuple[tuple, TableMapping]] = [(("root",), agg.root)]

@@ -223,3 +223,20 @@ def test_foreign_key_cascades_into_a_mapped_table_are_warnings(tmp_path, shop_db
     assert all(w.key == "children[0].table" and w.line == _line_of(d / "orders.yaml", "table: " + shop_db + ".order_lines")
                for w in warned)
     assert "without row events in the binlog" in warned[0].message and "RESTRICT" in warned[0].message
+
+
+def test_lookups_are_checked_against_the_reference_tables(tmp_path, shop_db, mysql_settings):
+    """Issue 16: a lookup through a table or column that does not exist is an error, with a suggestion."""
+    good = ("  lookups:\n    customer_name:\n      from: customer_id\n      via:\n"
+            f"        - {{table: {shop_db}.customers, key: customer_no, take: name}}\n")
+    d = _mappings(tmp_path, shop_db, edit=lambda name, text: text.replace("  where:\n    deleted_at", good +
+                                                                          "  where:\n    deleted_at", 1)
+                  if name == "orders.yaml" else text)
+    assert check_live(d, mysql_settings).ok
+    (tmp_path / "bad").mkdir()
+    bad = _mappings(tmp_path / "bad", shop_db, edit=lambda name, text: text.replace(
+        "  where:\n    deleted_at", good.replace("take: name", "take: nmae") + "  where:\n    deleted_at", 1)
+        if name == "orders.yaml" else text)
+    [e] = check_live(bad, mysql_settings).errors
+    assert e.key == "root.lookups.customer_name.via[0]" and "unknown column 'nmae'" in e.message
+    assert "did you mean 'name'" in e.message
