@@ -30,6 +30,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(64, f"{self.prog}: error: {message}\n")
 
 
+def _daemon_args(p: argparse.ArgumentParser) -> None:
+    """run, ingest and worker: the same bridge.yaml."""
+    p.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file (environment variables CDC_BRIDGE__* override it)")
+    p.add_argument("--print-config", action="store_true", help="print the effective configuration (secrets masked) and exit")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="cdc-bridge",
@@ -50,8 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "cleanly (the open batch is committed); SIGHUP reloads and validates the mappings, keeping the old ones "
         "if the new ones are invalid. Metrics, /healthz and /readyz are served on http.port.",
     )
-    run.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file (environment variables CDC_BRIDGE__* override it)")
-    run.add_argument("--print-config", action="store_true", help="print the effective configuration (secrets masked) and exit")
+    _daemon_args(run)
 
     ing = sub.add_parser(
         "ingest",
@@ -61,8 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "`cdc-bridge worker` processes apply them. Shares the checkpoint and transactional.id with `run`: run one or "
         "the other. See docs/scaling.md.",
     )
-    ing.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file")
-    ing.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+    _daemon_args(ing)
 
     wrk = sub.add_parser(
         "worker",
@@ -73,9 +77,8 @@ def _parser() -> argparse.ArgumentParser:
         "transaction. Start as many as you like, on any machines; each needs its own state.dir and a stable, "
         "unique --worker-id. See docs/scaling.md.",
     )
-    wrk.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file (the same as ingest's)")
+    _daemon_args(wrk)
     wrk.add_argument("--worker-id", help="this worker's stable identity (default worker.id, else the host name)")
-    wrk.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
 
     chk = sub.add_parser(
         "check",

@@ -23,7 +23,7 @@ from cdc_bridge.aggregate.router import partition_for
 from cdc_bridge.aggregate.runtime import AggregateRuntime, ApplyResult, TxnInfo
 from cdc_bridge.mapping.command import Command, DeadLetter
 from cdc_bridge.mapping.loader import MappingSet
-from cdc_bridge.mapping.lookups import LOOKUP_AGGREGATE, lookup_specs, record_aggregate
+from cdc_bridge.mapping.lookups import GONE, LOOKUP_AGGREGATE, lookup_specs, record_aggregate
 from cdc_bridge.state.record import AggregateRecord
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.transaction import SourceTransaction
@@ -39,12 +39,13 @@ class TransactionApplier:
         self.mappings = mappings
         self.partitions = runtime.partitions
         self._lookups = lookup_specs(mappings.aggregates)
+        self._references = bool(mappings.references)   # no lookups: no scan of the commands per transaction
 
     def apply(self, txn: TxnInfo, commands: list[Command], *, full_image: bool = False,
               partitions: Collection[int] | None = None) -> ApplyResult:
         """partitions: where held children may expire at this transaction's time (None: all; a worker
         passes the record's partition), and where reference rows of lookups are kept."""
-        if any(c.aggregate == LOOKUP_AGGREGATE for c in commands):
+        if self._references and any(c.aggregate == LOOKUP_AGGREGATE for c in commands):
             self._store_references([c for c in commands if c.aggregate == LOOKUP_AGGREGATE], txn, partitions)
             commands = [c for c in commands if c.aggregate != LOOKUP_AGGREGATE]
         if self._lookups:
@@ -61,7 +62,7 @@ class TransactionApplier:
         store = self.runtime.store
         for p in (range(self.partitions) if partitions is None else partitions):
             for c in commands:
-                state = dict(c.payload) if c.operation == "insert" else {"\x00gone": True}
+                state = dict(c.payload) if c.operation == "insert" else {GONE: True}
                 store.put(p, AggregateRecord(record_aggregate(c.entity), c.entity_id, state,
                                              last_position=txn.position))
 
@@ -78,10 +79,12 @@ class TransactionApplier:
                     break
                 rec = store.get(p, record_aggregate(step.table), str(value))
                 state = rec.state if rec is not None else None
-                value = None if not state or "\x00gone" in state else state.get(step.take)
+                value = None if not state or GONE in state else state.get(step.take)
             extra[name] = value
-        return c.model_copy(update={"payload": {**c.payload, **extra}}) if c.operation != "delete" else \
-            c.model_copy(update={"payload": {**c.payload, **extra}, "before": {**(c.before or c.payload), **extra}})
+        update: dict[str, Any] = {"payload": {**c.payload, **extra}}
+        if c.operation == "delete":   # a delete's payload is its before image
+            update["before"] = {**(c.before or c.payload), **extra}
+        return c.model_copy(update=update)
 
     def expire(self, commit_ts: float, partitions: Collection[int]) -> list[DeadLetter]:
         """Held children of `partitions` due at source time commit_ts (a watermark of the commands topic)."""

@@ -489,7 +489,7 @@ class IngestPipeline:
 
     def _apply(self, txn: SourceTransaction, batch: Batch) -> None:
         commands, dead = self._commands_of(txn)
-        commands, signals = split_signals(commands)
+        commands, signals = split_signals(commands, self.mappings.signal_table is not None)
         if commands:
             counts: dict[tuple[str, str], int] = {}
             for c in commands:
@@ -518,7 +518,7 @@ class IngestPipeline:
     def _replay(self, txn: SourceTransaction) -> None:
         """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""
         assert self.apply is not None
-        commands, signals = split_signals(self._commands_of(txn)[0])
+        commands, signals = split_signals(self._commands_of(txn)[0], self.mappings.signal_table is not None)
         self.apply.replay(txn, commands)
         for signal in signals:
             for t in transactions_of(signal, self.config.name, self.mappings, txn):

@@ -47,9 +47,9 @@ class ResnapshotError(Exception):
     exit_code = 64
 
 
-def split_signals(commands: list[Command]) -> tuple[list[Command], list[Command]]:
-    """(the commands, the signal commands among them)."""
-    if not any(c.aggregate == SIGNAL_AGGREGATE for c in commands):
+def split_signals(commands: list[Command], enabled: bool = True) -> tuple[list[Command], list[Command]]:
+    """(the commands, the signal commands among them); enabled False (no signal table): no scan."""
+    if not enabled or not any(c.aggregate == SIGNAL_AGGREGATE for c in commands):
         return commands, []
     return ([c for c in commands if c.aggregate != SIGNAL_AGGREGATE],
             [c for c in commands if c.aggregate == SIGNAL_AGGREGATE])

@@ -21,6 +21,7 @@ from cdc_bridge.mapping.schema import AggregateMapping, RootMapping, TableMappin
 from cdc_bridge.source.transaction import RowChange
 
 LOOKUP_AGGREGATE = "\x01lookup"   # Command.aggregate of reference rows; broadcast to every partition
+GONE = "\x00gone"                 # state of a reference row deleted at the source (records are never deleted)
 
 
 def record_aggregate(table: str) -> str:
