@@ -76,6 +76,9 @@ def capture(args: argparse.Namespace) -> None:
 
 def replay(args: argparse.Namespace) -> None:
     from cdc_bridge.aggregate.router import partition_for
+    from cdc_bridge.apply.applier import TransactionApplier
+    from cdc_bridge.mapping.translate import command_to_wire, commands_from_wire
+    from cdc_bridge.source.transaction import SourceTransaction
     from cdc_bridge.aggregate.runtime import AggregateRuntime
     from cdc_bridge.mapping.loader import load_mappings
     from cdc_bridge.sink.checkpoint import build_checkpoint
@@ -100,7 +103,9 @@ def replay(args: argparse.Namespace) -> None:
         pub.set_partition_counts({mappings.aggregates[0].events_topic: 6, "micro.checkpoints": 1,
                                   "micro.dead-letter": 1})
         digest = hashlib.sha256()
-        t = {"translate": 0.0, "apply": 0.0, "serialize": 0.0, "commit": 0.0}
+        t = {"translate": 0.0, "handoff": 0.0, "apply": 0.0, "serialize": 0.0, "commit": 0.0}
+        applier = TransactionApplier(runtime, mappings)
+        dumps, loads, proto = pickle.dumps, pickle.loads, pickle.HIGHEST_PROTOCOL
         pc = time.thread_time   # CPU time of this thread: robust to other load on the machine
         events = dead = 0
         prof = None
@@ -121,32 +126,46 @@ def replay(args: argparse.Namespace) -> None:
                 batch.append(txn)
                 n_ev += len(txn.changes)   # ~10000 rows a batch (events are only known after apply)
             # each stage K times, the fastest counts (robust to other load); apply is undone by rollback()
-            best = {"translate": float("inf"), "apply": float("inf"), "serialize": float("inf")}
+            best = {k: float("inf") for k in ("translate", "handoff", "apply", "serialize")}
             for rep in range(reps):
+                # reader process: translate, commands to wire tuples, pickle (reader_process._child_main)
                 t0 = pc()
-                translated = [mappings.translate(txn) for txn in batch]
+                msgs = []
+                for txn in batch:
+                    commands, dl = mappings.translate(txn)
+                    msgs.append(dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(),
+                                       [command_to_wire(c) for c in commands], dl), proto))
                 t1 = pc()
                 best["translate"] = min(best["translate"], t1 - t0)
+                # main: unpickle, commands from wire (ProcessSource.transactions)
+                t0 = pc()
+                translated = []
+                for raw in msgs:
+                    gtid, commit_ts, position, row_counts, wire, dl = loads(raw)
+                    txn = SourceTransaction(gtid, commit_ts, position, row_counts=row_counts, dead_letters=dl)
+                    txn.commands = commands_from_wire(wire, position, txn.txn_id, commit_ts)
+                    translated.append(txn)
+                t1 = pc()
+                best["handoff"] = min(best["handoff"], t1 - t0)
                 evs, dls = [], []
                 t0 = pc()
-                for txn, (commands, dl) in zip(batch, translated):
-                    res = runtime.apply(commands, txn)
+                for txn in translated:
+                    res = applier.apply(txn, txn.commands)
                     evs.extend(res.events)
-                    dls.extend(dl)
+                    dls.extend(txn.dead_letters)
                     dls.extend(res.dead_letters)
                 t1 = pc()
                 best["apply"] = min(best["apply"], t1 - t0)
                 if rep < reps - 1:
                     store.rollback()
-            for k in best:
-                if k != "serialize":
-                    t[k] += best[k]
+            for k in ("translate", "handoff", "apply"):
+                t[k] += best[k]
             pos = batch[-1].position
             n_batch += 1
             record = build_checkpoint("micro", {"position": pos.to_dict(), "batch": n_batch}, len(evs), now=0.0)
             for rep in range(reps):
                 t0 = pc()
-                messages, _ = pub._serialize(evs, dls, record)
+                messages = pub._serialize(evs, dls, record)[0]
                 best["serialize"] = min(best["serialize"], pc() - t0)
             t["serialize"] += best["serialize"]
             t0 = pc()
