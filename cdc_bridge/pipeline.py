@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from cdc_bridge.config import BridgeConfig
-from cdc_bridge.ingest.pipeline import MAPPING_REASONS, Batch, IngestPipeline, RecoveryError, StopRequested
+from cdc_bridge.ingest.pipeline import NON_REJECTION_REASONS, Batch, IngestPipeline, RecoveryError, StopRequested
 from cdc_bridge.mapping.loader import MappingSet
 from cdc_bridge.observability.metrics import BridgeMetrics
 from cdc_bridge.source.position import SourcePosition
 
-__all__ = ["Bridge", "Ingest", "Batch", "RecoveryError", "StopRequested", "MAPPING_REASONS"]
+__all__ = ["Bridge", "Ingest", "Batch", "RecoveryError", "StopRequested", "NON_REJECTION_REASONS"]
 
 
 class Bridge(IngestPipeline):

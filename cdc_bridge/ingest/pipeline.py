@@ -47,7 +47,7 @@ from cdc_bridge.ingest.resnapshot import split_signals, transactions_of
 from cdc_bridge.ingest.snapshot_phase import SnapshotPhase
 from cdc_bridge.mapping.command import Command, DeadLetter
 from cdc_bridge.mapping.loader import MappingSet, load_mappings
-from cdc_bridge.observability.metrics import MAPPING_REASONS, BridgeMetrics  # noqa: F401 (re-exported)
+from cdc_bridge.observability.metrics import NON_REJECTION_REASONS, BridgeMetrics  # noqa: F401 (re-exported)
 from cdc_bridge.sink.checkpoint import read_checkpoint
 from cdc_bridge.sink.errors import BatchAbortedError
 from cdc_bridge.sink.publisher import PublisherHooks, TransactionalPublisher

@@ -13,10 +13,10 @@ from cdc_bridge.observability.cpu import ThreadCpuCollector
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1, 2, 5, 10, 30, 60)
 
 
-# Dead-letter reasons raised by the mapping stage or held-children bounds; every other
-# reason is an aggregate's rejection of a command.
-# dead-letter reasons that are not an aggregate's rejection (too_large: the publisher's, see sink/publisher.py)
-MAPPING_REASONS = frozenset({"coercion_failed", "null_key", "missing_column", "bad_row", "orphan", "too_large"})
+# Dead-letter reasons that are not an aggregate's rejection of a command: the mapping stage's,
+# the held-children bounds' (orphan) and the publisher's (too_large, see sink/publisher.py).
+# Every other reason is a rejection and is also counted in cdc_bridge_rejections_total.
+NON_REJECTION_REASONS = frozenset({"coercion_failed", "null_key", "missing_column", "bad_row", "orphan", "too_large"})
 
 
 class BridgeMetrics:
@@ -152,5 +152,5 @@ class BridgeMetrics:
                 self.events_published.labels(aggregate, event_type).inc(n)
         for dl in [*dead_letters, *too_large]:
             self.dead_letters.labels(dl.reason).inc()
-            if dl.aggregate and dl.reason not in MAPPING_REASONS:
+            if dl.aggregate and dl.reason not in NON_REJECTION_REASONS:
                 self.rejections.labels(dl.aggregate, dl.reason).inc()
