@@ -99,7 +99,8 @@ def compare_change(mine: dict, gold: dict, db: str, prefix: str) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_the_change_stream_matches_debezium_field_by_field(fresh_db, admin_db, tmp_path):
+@pytest.mark.parametrize("reader", ["process", "inline"])
+def test_the_change_stream_matches_debezium_field_by_field(reader, fresh_db, admin_db, tmp_path):
     work = golden_workload()
     with admin_db.cursor() as cur:
         for statement in work["schema"]:
@@ -110,7 +111,8 @@ def test_the_change_stream_matches_debezium_field_by_field(fresh_db, admin_db, t
     run_transactions(admin_db, work["snapshot"], fresh_db)
     write_golden_mappings(tmp_path / "mappings", fresh_db)
     prefix = f"cs-{fresh_db}"
-    cfg = h.bridge_config(tmp_path, fresh_db, change_stream={"enabled": True, "topic_prefix": prefix})
+    cfg = h.bridge_config(tmp_path, fresh_db, change_stream={"enabled": True, "topic_prefix": prefix},
+                          source={"reader": reader})
     bridge = h.BridgeThread(cfg).start()
     try:
         run_transactions(admin_db, work["stream"], fresh_db)
