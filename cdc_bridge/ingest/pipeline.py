@@ -51,7 +51,7 @@ from cdc_bridge.mapping.loader import MappingSet, load_mappings
 from cdc_bridge.observability.metrics import MAPPING_REASONS, BridgeMetrics  # noqa: F401 (re-exported)
 from cdc_bridge.sink.checkpoint import read_checkpoint
 from cdc_bridge.sink.errors import BatchAbortedError
-from cdc_bridge.sink.publisher import PublisherHooks, TransactionalPublisher
+from cdc_bridge.sink.publisher import RECORD_OVERHEAD, PublisherHooks, TransactionalPublisher
 from cdc_bridge.sink.topics import TopicAdmin, TopicSpec
 from cdc_bridge.source.binlog import BinlogSource
 from cdc_bridge.source.errors import SourceUnavailableError
@@ -558,12 +558,35 @@ class IngestPipeline:
             # the inline reader: built here, once; a redo after a Kafka abort adds the same records again
             assert self.change_stream is not None
             records = txn.change_records = self.change_stream.records(txn)
-        if records:
-            batch.records.extend(records)
-            counts = batch.change_counts
-            for r in records:
-                if r[2] is not None:   # tombstones are not change events
-                    counts[r[0]] = counts.get(r[0], 0) + 1
+        if not records:
+            return
+        counts = batch.change_counts
+        for r in records:
+            value = r[2]
+            if value is not None:   # tombstones are not change events
+                if len(value) > 100_000 and self._change_too_large(r, txn, batch):
+                    continue
+                counts[r[0]] = counts.get(r[0], 0) + 1
+            batch.records.append(r)
+
+    def _change_too_large(self, record: tuple, txn: SourceTransaction, batch: Batch) -> bool:
+        """A change record its topic cannot take (a huge BLOB row) becomes a too_large dead letter: the
+        optional stream must not stop the bridge (Kafka would refuse the whole transaction)."""
+        topic, key, value, _, headers = record
+        size = len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers) + RECORD_OVERHEAD
+        limit = self.publisher.message_limit(topic) if self.publisher is not None else self.config.kafka.max_message_bytes
+        if size <= limit:
+            return False
+        assert self.change_stream is not None
+        table = self.change_stream.table_of(topic)
+        log.warning("change record too large for its topic: sent to the dead-letter topic", topic=topic,
+                    bytes=size, limit=limit, txn_id=txn.txn_id)
+        batch.dead_letters.append(DeadLetter(
+            reason="too_large", table=table, txn_id=txn.txn_id, position=txn.position,
+            detail=(f"change record of {table} (key {key.decode() if key else None}) is {size:,} bytes; topic {topic} "
+                    f"accepts {limit:,} (its max.message.bytes, at most kafka.max_message_bytes): raise both limits"),
+            record={"topic": topic, "key": key.decode() if key else None, "bytes": size, "limit": limit}))
+        return True
 
     def _replay(self, txn: SourceTransaction) -> None:
         """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""

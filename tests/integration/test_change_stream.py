@@ -213,3 +213,33 @@ def test_aborted_kafka_transactions_redo_the_change_records_once(reader, shop, t
                     source={"reader": reader}, change_stream={"enabled": True, "topic_prefix": prefix})
     records = check_orders_stream(prefix, conn, db)
     assert sum(1 for rs in records.values() for r in rs if r["value"] and r["value"]["op"] == "c") > 50
+
+
+def test_a_change_record_too_large_for_its_topic_is_a_dead_letter(shop, tmp_path):
+    """A row larger than the topic accepts must not stop the bridge (Kafka would refuse the whole transaction,
+    events included): its change record becomes a too_large dead letter, the rest goes on."""
+    conn, db, events_topic = shop
+    prefix = f"cs-{db}"
+    cfg = h.bridge_config(tmp_path, db, kafka={"max_message_bytes": 100_000},
+                          change_stream={"enabled": True, "topic_prefix": prefix})
+    bridge = h.BridgeThread(cfg).start()
+    try:
+        writer = MonolithWriter(conn, db, rng=random.Random(3))
+        oid = writer.place_order(1)
+        with conn.cursor() as cur:   # TEXT holds 64 KiB: the second update's before + after exceed 100 kB
+            cur.execute(f"UPDATE `{db}`.orders SET note = %s WHERE id = %s", ("x" * 60_000, oid))
+            cur.execute(f"UPDATE `{db}`.orders SET note = %s WHERE id = %s", ("y" * 60_000, oid))
+            cur.execute(f"UPDATE `{db}`.orders SET note = NULL WHERE id = %s", (oid,))
+        writer.change_status()
+        bridge.wait_position(conn)
+        metrics = bridge.bridge.metrics
+    finally:
+        bridge.stop()
+    orders = read_changes(f"{prefix}.{db}.orders")
+    assert [r["value"]["op"] for r in orders] == ["c", "u", "u", "u"], "the too large update is left out, not the others"
+    assert orders[-1]["value"]["after"]["status"] != "pending" and orders[1]["value"]["after"]["note"] == "x" * 60_000
+    [dead] = [r for r in h.read_topic(f"{cfg['name']}.dead-letter") if r["value"]["reason"] == "too_large"]
+    assert dead["value"]["table"] == f"{db}.orders" and dead["value"]["record"]["topic"] == f"{prefix}.{db}.orders"
+    assert dead["value"]["record"]["key"] == f'{{"id":{oid}}}' and dead["value"]["record"]["bytes"] > 120_000
+    assert metrics.dead_letters.labels("too_large")._value.get() == 1
+    assert {e["event_type"] for e in h.events_of(h.read_topic(events_topic))} >= {"OrderPlaced"}
