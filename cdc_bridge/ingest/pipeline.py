@@ -574,10 +574,10 @@ class IngestPipeline:
         optional stream must not stop the bridge (Kafka would refuse the whole transaction)."""
         topic, key, value, _, headers = record
         size = len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers) + RECORD_OVERHEAD
-        limit = self.publisher.message_limit(topic) if self.publisher is not None else self.config.kafka.max_message_bytes
+        assert self.publisher is not None and self.change_stream is not None
+        limit = self.publisher.message_limit(topic)
         if size <= limit:
             return False
-        assert self.change_stream is not None
         table = self.change_stream.table_of(topic)
         log.warning("change record too large for its topic: sent to the dead-letter topic", topic=topic,
                     bytes=size, limit=limit, txn_id=txn.txn_id)

@@ -77,9 +77,9 @@ class SnapshotPhase:
         from cdc_bridge.ingest.pipeline import Batch
 
         b = self.bridge
-        aggregates = b.mappings.snapshot_aggregates()
         stream = b.change_stream
-        reader = SnapshotReader(self.config.source, aggregates, chunk_size=self.config.snapshot.chunk_size,
+        reader = SnapshotReader(self.config.source, b.mappings.snapshot_aggregates(),
+                                chunk_size=self.config.snapshot.chunk_size,
                                 describe=stream.spec.tables if stream is not None else ())
         self._first_record = progress is None   # source.snapshot "first" on the first record of a new snapshot
         view = reader.open()
@@ -123,9 +123,6 @@ class SnapshotPhase:
                 # over existing state the apply stage also removes what the chunk no longer shows
                 txn = SourceTransaction(gtid=view.gtid, commit_ts=view_ts, position=view, changes=chunk.changes,
                                         full_image=over_existing_state, snapshot_of=chunk.aggregate)
-                if replay_until is None:
-                    txn.change_records = self._change_records(reader, chunk.aggregate, chunk.changes, view, view_ts,
-                                                              last)
                 if replay_until is not None:
                     # already in Kafka (LMDB missed its commit): state only, nothing published
                     b._replay(txn)
@@ -135,6 +132,7 @@ class SnapshotPhase:
                         replay_until = None
                         b.apply.commit(stream_from, {"snapshot": dict(progress), "batch": b.batches_committed})
                     continue
+                txn.change_records = self._change_records(reader, chunk.aggregate, chunk.changes, view, view_ts, last)
                 b._apply(txn, batch)
                 progress["cursor"] = chunk.cursor
                 progress["rows"] = int(progress.get("rows", 0)) + chunk.rows

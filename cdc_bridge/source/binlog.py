@@ -685,8 +685,8 @@ class BinlogSource:
                 cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND "
                             "TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (schema, table))
                 pk = tuple(str(r[0]) for r in cur.fetchall())
-                cur.execute("SELECT COLUMN_NAME, IS_NULLABLE, COLUMN_DEFAULT, DATA_TYPE FROM information_schema.COLUMNS "
-                            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (schema, table))
+                cur.execute("SELECT COLUMN_NAME, IS_NULLABLE, COLUMN_DEFAULT, DATA_TYPE FROM "
+                            "information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (schema, table))
                 info = {str(r[0]): (str(r[1]).upper() == "YES", None if r[2] is None else str(r[2]), str(r[3]).lower())
                         for r in cur.fetchall()}
             facts = self._facts[key] = (pk, info)
