@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cdc_bridge.sink.settings import KafkaSettings
 from cdc_bridge.source.settings import SourceSettings
@@ -81,6 +81,43 @@ class WorkerSettings(_Section):
                                       description="longest time between two polls before the group drops the worker")
 
 
+class ChangeStreamSettings(_Section):
+    """The optional Debezium-compatible change stream (docs/events.md#debezium-compatible-change-stream)."""
+
+    enabled: bool = Field(default=False, description="publish every row change of the mapped tables as a Debezium "
+                          "change event on <topic_prefix>.<db>.<table>, in the same Kafka transaction as the events")
+    topic_prefix: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._-]+$",
+        description="Debezium's topic.prefix: topics are <topic_prefix>.<db>.<table>, source.name is this; "
+        "default the bridge's name")
+    tables: list[str] = Field(default_factory=list,
+                              description="schema.table of the tables to stream; empty: every mapped table")
+    tombstones_on_delete: bool = Field(default=True, description="a null-value record after each delete (Debezium's "
+                                       "tombstones.on.delete), so that a compacted topic forgets the row")
+    decimal_handling: Literal["string", "double"] = Field(
+        default="string", description="DECIMAL as an exact string (\"12.50\") or as a JSON number (a double)")
+    transaction_topic: bool = Field(default=True, description="BEGIN and END records of each source transaction "
+                                    "on <topic_prefix>.transaction (Debezium's provide.transaction.metadata)")
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        # the environment gives one string: CDC_BRIDGE__CHANGE_STREAM__TABLES=shop.orders,shop.order_lines
+        if isinstance(v, str):
+            return [t.strip() for t in v.split(",") if t.strip()]
+        return v
+
+    @field_validator("tables")
+    @classmethod
+    def _schema_dot_table(cls, v: list[str]) -> list[str]:
+        for t in v:
+            schema, dot, table = t.partition(".")
+            if not (dot and schema and table) or "." in table:
+                raise ValueError(f"{t!r} is not schema.table; name each table as <database>.<table>, "
+                                 "e.g. shop.orders (or leave the list empty for every mapped table)")
+        return v
+
+
 class BridgeConfig(_Section):
     name: str = Field(
         default="cdc-bridge",
@@ -104,6 +141,7 @@ class BridgeConfig(_Section):
     snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings)
     command_log: CommandLogSettings = Field(default_factory=CommandLogSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    change_stream: ChangeStreamSettings = Field(default_factory=ChangeStreamSettings)
 
 
 class ConfigError(Exception):

@@ -40,6 +40,7 @@ from cdc_bridge.aggregate.event import DomainEvent
 from cdc_bridge.aggregate.router import partition_for
 from cdc_bridge.apply.in_process import InProcessApply
 from cdc_bridge.config import BridgeConfig
+from cdc_bridge.ingest.change_stream import ChangeStream, ChangeStreamSpec, streamed_tables, topic_prefix
 from cdc_bridge.ingest.commands_topic import (Record, commands_topic_name, commands_topic_spec, sweep_records,
                                               txn_records, watermark_records)
 from cdc_bridge.ingest.reader_process import ProcessSource
@@ -50,7 +51,7 @@ from cdc_bridge.mapping.loader import MappingSet, load_mappings
 from cdc_bridge.observability.metrics import NON_REJECTION_REASONS, BridgeMetrics  # noqa: F401 (re-exported)
 from cdc_bridge.sink.checkpoint import read_checkpoint
 from cdc_bridge.sink.errors import BatchAbortedError
-from cdc_bridge.sink.publisher import PublisherHooks, TransactionalPublisher
+from cdc_bridge.sink.publisher import RECORD_OVERHEAD, PublisherHooks, TransactionalPublisher
 from cdc_bridge.sink.topics import TopicAdmin, TopicSpec
 from cdc_bridge.source.binlog import BinlogSource
 from cdc_bridge.source.errors import SourceUnavailableError
@@ -77,7 +78,9 @@ class Batch:
     """Source transactions read but not yet committed to Kafka (and, embedded, applied to state)."""
 
     txns: list[SourceTransaction] = field(default_factory=list)
-    records: list[Record] = field(default_factory=list)   # commands topic records (scale-out, command log)
+    records: list[Record] = field(default_factory=list)   # commands topic records (scale-out, command log),
+                                                          # change stream records
+    change_counts: dict[str, int] = field(default_factory=dict)   # change stream topic -> change records
     events: list[DomainEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     started: float = 0.0
@@ -140,6 +143,12 @@ class IngestPipeline:
         self._inflight: _InFlight | None = None    # the batch being committed on the committer thread
         self._committer: ThreadPoolExecutor | None = None
         self._last_commit_ts = 0.0  # source commit time of the last published transaction
+        # the Debezium-compatible change stream (ingest/change_stream.py), of the binlog only (not of a command
+        # log replayed by `rebuild`); built in _open, once the server's flavor and the topics are known
+        self._change_tables = (streamed_tables(config, self.mappings)
+                               if config.change_stream.enabled and source_factory is None else frozenset())
+        self.change_stream: ChangeStream | None = None
+        self._flavor = "mysql"
 
     @property
     def store(self) -> LmdbStateStore | None:
@@ -186,7 +195,24 @@ class IngestPipeline:
             specs.extend(TopicSpec.events(a.events_topic, k) for a in self.mappings.aggregates)
         if self.write_commands:
             specs.append(commands_topic_spec(self.config))
+        return specs + self._change_topic_specs(self._change_tables)
+
+    def _change_topic_specs(self, tables: frozenset[str]) -> list[TopicSpec]:
+        if not tables:
+            return []
+        k, prefix = self.config.kafka, topic_prefix(self.config)
+        specs = [TopicSpec.change_stream(f"{prefix}.{t}", k) for t in sorted(tables)]
+        if self.config.change_stream.transaction_topic:
+            specs.append(TopicSpec.change_stream(f"{prefix}.transaction", k, partitions=1))  # BEGIN/END in order
         return specs
+
+    def _make_change_stream(self, tables: frozenset[str], partitions: dict[str, int]) -> ChangeStream:
+        cs = self.config.change_stream
+        spec = ChangeStreamSpec(prefix=topic_prefix(self.config), connector=self._flavor, tables=tables,
+                                tombstones=cs.tombstones_on_delete, decimal=cs.decimal_handling,
+                                transaction_topic=cs.transaction_topic, partitions=dict(partitions),
+                                default_partitions=self.config.kafka.topic_partitions)
+        return ChangeStream(spec)
 
     @property
     def command_log_topic(self) -> str:
@@ -226,8 +252,11 @@ class IngestPipeline:
         if self.source_factory is None:
             info = self._check_source()
             log.info("source checked", flavor=info.flavor, version=info.version)
+            self._flavor = info.flavor
         admin = TopicAdmin(cfg.kafka, sleep=self._sleep_or_stop)
-        admin.ensure_topics(self._topic_specs())
+        partitions = admin.ensure_topics(self._topic_specs())
+        if self._change_tables:
+            self.change_stream = self._make_change_stream(self._change_tables, partitions)
         if self.apply is not None:
             self.apply.open()
         self.publisher = TransactionalPublisher(
@@ -408,11 +437,15 @@ class IngestPipeline:
         if self.source_factory is not None:
             return self.source_factory(self, start)
         tables = self.mappings.tables_and_columns()
+        spec = self.change_stream.spec if self.change_stream is not None else None
+        if spec is not None:
+            tables.update({t: None for t in spec.tables})  # every column: Debezium's before/after hold them all
         if self.config.source.reader == "process":
             src: Any = ProcessSource(self.config.source, tables, start, from_earliest=start is None,
-                                     log_level=self.config.log_level, mappings=self.mappings)
+                                     log_level=self.config.log_level, mappings=self.mappings, change_stream=spec)
         else:
-            src = BinlogSource(self.config.source, tables=tables, start=start, from_earliest=start is None)
+            src = BinlogSource(self.config.source, tables=tables, start=start, from_earliest=start is None,
+                               describe=spec.tables if spec is not None else None)
         src.on_reconnect = lambda reason: self.metrics.reconnects.labels("source", reason).inc()
         return src
 
@@ -507,6 +540,8 @@ class IngestPipeline:
                                                  txn.position, txn.txn_id, txn.commit_ts, full_image=txn.full_image))
         batch.txns.append(txn)
         batch.dead_letters.extend(dead)
+        if self.change_stream is not None:
+            self._add_change_records(txn, batch)
         if self.apply is not None:
             result = self.apply.apply(txn, commands)
             batch.events.extend(result.events)
@@ -514,6 +549,44 @@ class IngestPipeline:
         for signal in signals:   # a re-snapshot request: its rows, applied right here in binlog order
             for t in transactions_of(signal, self.config.name, self.mappings, txn):
                 self._apply(t, batch)
+
+    def _add_change_records(self, txn: SourceTransaction, batch: Batch) -> None:
+        """The transaction's change stream records, into the batch's Kafka transaction (not in _replay: a
+        replayed transaction's records are in Kafka already)."""
+        records = txn.change_records
+        if records is None and txn.row_events is not None:
+            # the inline reader: built here, once; a redo after a Kafka abort adds the same records again
+            assert self.change_stream is not None
+            records = txn.change_records = self.change_stream.records(txn)
+        if not records:
+            return
+        counts = batch.change_counts
+        for r in records:
+            value = r[2]
+            if value is not None:   # tombstones are not change events
+                if len(value) > 100_000 and self._change_too_large(r, txn, batch):
+                    continue
+                counts[r[0]] = counts.get(r[0], 0) + 1
+            batch.records.append(r)
+
+    def _change_too_large(self, record: tuple, txn: SourceTransaction, batch: Batch) -> bool:
+        """A change record its topic cannot take (a huge BLOB row) becomes a too_large dead letter: the
+        optional stream must not stop the bridge (Kafka would refuse the whole transaction)."""
+        topic, key, value, _, headers = record
+        size = len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers) + RECORD_OVERHEAD
+        assert self.publisher is not None and self.change_stream is not None
+        limit = self.publisher.message_limit(topic)
+        if size <= limit:
+            return False
+        table = self.change_stream.table_of(topic)
+        log.warning("change record too large for its topic: sent to the dead-letter topic", topic=topic,
+                    bytes=size, limit=limit, txn_id=txn.txn_id)
+        batch.dead_letters.append(DeadLetter(
+            reason="too_large", table=table, txn_id=txn.txn_id, position=txn.position,
+            detail=(f"change record of {table} (key {key.decode() if key else None}) is {size:,} bytes; topic {topic} "
+                    f"accepts {limit:,} (its max.message.bytes, at most kafka.max_message_bytes): raise both limits"),
+            record={"topic": topic, "key": key.decode() if key else None, "bytes": size, "limit": limit}))
+        return True
 
     def _replay(self, txn: SourceTransaction) -> None:
         """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""
@@ -666,6 +739,12 @@ class IngestPipeline:
             if t.row_count:
                 m.end_to_end_seconds.observe(max(0.0, now - t.commit_ts))
         m.count_outcome(batch.events, batch.dead_letters, too_large)
+        stream = self.change_stream
+        if stream is not None:
+            for topic, n in batch.change_counts.items():
+                table = stream.table_of(topic)
+                if table is not None:
+                    m.change_records.labels(table).inc(n)
         pos = batch.position if batch.txns else self.committed
         if pos is not None:
             m.source_position.info({"gtid": pos.gtid or "", "binlog_file": pos.binlog_file,
@@ -681,18 +760,30 @@ class IngestPipeline:
             self.metrics.errors.labels("mapping_reload").inc()
             log.error("mapping reload rejected; the previous mappings stay in force", error=str(e))
             return
+        change_tables: frozenset[str] = frozenset()
         try:
+            specs = []
             if self.apply is not None:
+                specs = [TopicSpec.events(a.events_topic, self.config.kafka) for a in new.aggregates]
+            if self._change_tables:   # default: every mapped table, so a new mapped table gets its topic
+                change_tables = streamed_tables(self.config, new.with_signal_table(self.config.source.signal_table))
+                specs += self._change_topic_specs(change_tables)
+            partitions = {}
+            if specs:
                 admin = TopicAdmin(self.config.kafka)
-                admin.ensure_topics([TopicSpec.events(a.events_topic, self.config.kafka) for a in new.aggregates])
+                partitions = admin.ensure_topics(specs)
                 if self.publisher is not None:
                     self.publisher.set_message_limits(admin.message_limits)
+            if self.apply is not None:
                 self.apply.reload(new)
         except Exception as e:
             self.metrics.errors.labels("mapping_reload").inc()
             log.error("mapping reload rejected; the previous mappings stay in force", error=str(e))
             return
         self.mappings = new.with_signal_table(self.config.source.signal_table)
+        if change_tables:
+            self._change_tables = change_tables
+            self.change_stream = self._make_change_stream(change_tables, partitions)
         log.info("mappings reloaded", aggregates=[a.aggregate for a in new.aggregates],
                  tables=sorted(new.tables_and_columns()))
 

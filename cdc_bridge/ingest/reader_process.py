@@ -56,15 +56,17 @@ class ProcessSource:
     def __init__(self, settings: SourceSettings, tables: dict[str, set[str] | None],
                  start: SourcePosition | None = None, *, from_earliest: bool = False,
                  on_reconnect: Callable[[str], None] | None = None,
-                 log_level: str = "INFO", json_logs: bool | None = None, mappings: Any = None) -> None:
+                 log_level: str = "INFO", json_logs: bool | None = None, mappings: Any = None,
+                 change_stream: Any = None) -> None:
         """mappings: a MappingSet to translate with in the child (transactions then arrive with
-        `commands`, `dead_letters` and `row_counts` instead of `changes`); None: row changes."""
+        `commands`, `dead_letters` and `row_counts` instead of `changes`); None: row changes.
+        change_stream: a ChangeStreamSpec: the child also builds the change records (`change_records`)."""
         self.settings = settings
         self._spec = {"settings": settings, "tables": tables, "start": start,
                       "from_earliest": from_earliest, "log_level": log_level,
                       "json_logs": json_logs if json_logs is not None else not sys.stderr.isatty(),
                       "mappings": (mappings.aggregates, mappings.drop_unchanged_updates, mappings.signal_table)
-                      if mappings else None}
+                      if mappings else None, "change_stream": change_stream}
         self.on_reconnect = on_reconnect
         self._position = start
         self._stop = threading.Event()
@@ -136,8 +138,9 @@ class ProcessSource:
                     raise self._died() from e
                 kind = raw[:1]
                 if kind == _TRANSLATED:
-                    gtid, commit_ts, position, row_counts, wire, dead = loads(raw[1:])
-                    txn = SourceTransaction(gtid, commit_ts, position, row_counts=row_counts, dead_letters=dead)
+                    gtid, commit_ts, position, row_counts, wire, dead, change_records = loads(raw[1:])
+                    txn = SourceTransaction(gtid, commit_ts, position, row_counts=row_counts, dead_letters=dead,
+                                            change_records=change_records)
                     txn.commands = commands_from_wire(wire, position, txn.txn_id, commit_ts)
                     self._position = position
                     self.transactions_read += 1
@@ -242,6 +245,7 @@ def _child_main(fd: int, parent_pid: int) -> int:
     conn = Connection(fd)
     spec = pickle.loads(conn.recv_bytes())
 
+    from cdc_bridge.ingest.change_stream import reader_side
     from cdc_bridge.observability.logging import configure_logging
     from cdc_bridge.source.binlog import BinlogSource
 
@@ -254,8 +258,9 @@ def _child_main(fd: int, parent_pid: int) -> int:
         with send_lock:
             conn.send_bytes(raw)
 
+    describe, change_records = reader_side(spec.get("change_stream"))
     source = BinlogSource(spec["settings"], spec["tables"], spec["start"], from_earliest=spec["from_earliest"],
-                          on_reconnect=lambda reason: send(_RECONNECT + reason.encode()))
+                          on_reconnect=lambda reason: send(_RECONNECT + reason.encode()), describe=describe)
 
     def control() -> None:
         # the parent never writes after the spec: EOF (or anything) means stop
@@ -284,7 +289,7 @@ def _child_main(fd: int, parent_pid: int) -> int:
             return _TXN + dumps(txn, proto)
         commands, dead = translate(txn)
         return _TRANSLATED + dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(),
-                                    [command_to_wire(c) for c in commands], dead), proto)
+                                    [command_to_wire(c) for c in commands], dead, change_records(txn)), proto)
 
     try:
         for txn in source.transactions():

@@ -18,6 +18,10 @@ publishing it again; changes to its aggregates between P and P2 are then not ann
 Children whose parent does not exist are read last (an orphans pass per aggregate) and
 applied in one go, so they are held like in streaming.
 
+With the change stream on, each chunk also carries its rows as Debezium read events (op r) of the
+streamed tables; a table read for several aggregates gives them once, from the first aggregate that
+reads it.
+
 A snapshot over existing state (`cdc-bridge snapshot`, or snapshot.mode when_needed after
 the saved binlog position was purged) publishes only differences: unchanged aggregates
 emit nothing, changed ones their update events, and aggregates that no longer exist
@@ -49,6 +53,8 @@ class SnapshotPhase:
     def __init__(self, bridge: "Bridge") -> None:
         self.bridge = bridge
         self.config = bridge.config
+        self._shapes: dict[str, dict[str, Any]] = {}   # aggregate -> {table: TableShape} it streams (change stream)
+        self._first_record = False
 
     # ------------------------------------------------------------------ entry points
     def take(self, over_existing_state: bool) -> SourcePosition:
@@ -71,8 +77,11 @@ class SnapshotPhase:
         from cdc_bridge.ingest.pipeline import Batch
 
         b = self.bridge
+        stream = b.change_stream
         reader = SnapshotReader(self.config.source, b.mappings.snapshot_aggregates(),
-                                chunk_size=self.config.snapshot.chunk_size)
+                                chunk_size=self.config.snapshot.chunk_size,
+                                describe=stream.spec.tables if stream is not None else ())
+        self._first_record = progress is None   # source.snapshot "first" on the first record of a new snapshot
         view = reader.open()
         view_ts = time.time()
         if progress is None:
@@ -94,19 +103,22 @@ class SnapshotPhase:
         batch, chunks_in_batch = Batch(), 0
         orphans: list[RowChange] = []
         orphans_of: str | None = None
+        orphans_last = False
         try:
             for chunk in reader.chunks(after=progress.get("cursor")):
+                last = bool(chunk.cursor.get("done"))
                 if chunk.orphans:
                     # orphans of one aggregate are applied together (one aggregate's held children may
                     # span chunks; applying them in two pseudo-transactions at one position would skip some)
                     if orphans_of not in (None, chunk.aggregate):
-                        self._apply_orphans(batch, orphans, view, view_ts, orphans_of)
+                        self._apply_orphans(batch, orphans, view, view_ts, orphans_of, reader)
                         orphans = []
                     orphans_of = chunk.aggregate
                     orphans.extend(chunk.changes)
+                    orphans_last = last
                     continue
                 if orphans:
-                    self._apply_orphans(batch, orphans, view, view_ts, orphans_of)
+                    self._apply_orphans(batch, orphans, view, view_ts, orphans_of, reader)
                     orphans, orphans_of = [], None
                 # over existing state the apply stage also removes what the chunk no longer shows
                 txn = SourceTransaction(gtid=view.gtid, commit_ts=view_ts, position=view, changes=chunk.changes,
@@ -120,6 +132,7 @@ class SnapshotPhase:
                         replay_until = None
                         b.apply.commit(stream_from, {"snapshot": dict(progress), "batch": b.batches_committed})
                     continue
+                txn.change_records = self._change_records(reader, chunk.aggregate, chunk.changes, view, view_ts, last)
                 b._apply(txn, batch)
                 progress["cursor"] = chunk.cursor
                 progress["rows"] = int(progress.get("rows", 0)) + chunk.rows
@@ -139,7 +152,7 @@ class SnapshotPhase:
 
                     raise StopRequested()
             if orphans:
-                self._apply_orphans(batch, orphans, view, view_ts, orphans_of)
+                self._apply_orphans(batch, orphans, view, view_ts, orphans_of, reader, orphans_last)
             if over_existing_state:
                 self._flush(batch, stream_from, progress)
                 batch = Batch()
@@ -164,9 +177,30 @@ class SnapshotPhase:
             b._commit_checkpoint_only(stream_from)
 
     def _apply_orphans(self, batch: "Batch", changes: list[RowChange], view: SourcePosition, ts: float,
-                       aggregate: str | None) -> None:
-        self.bridge._apply(SourceTransaction(gtid=view.gtid, commit_ts=ts, position=view, changes=changes,
-                                             snapshot_of=aggregate), batch)
+                       aggregate: str | None, reader: SnapshotReader, last: bool = False) -> None:
+        txn = SourceTransaction(gtid=view.gtid, commit_ts=ts, position=view, changes=changes, snapshot_of=aggregate)
+        txn.change_records = self._change_records(reader, aggregate, changes, view, ts, last)
+        self.bridge._apply(txn, batch)
+
+    def _change_records(self, reader: SnapshotReader, aggregate: str | None, changes: list[RowChange],
+                        view: SourcePosition, ts: float, last: bool) -> list[tuple] | None:
+        """The chunk's rows as change stream records (op r), for the tables this aggregate is the first to read."""
+        stream = self.bridge.change_stream
+        if stream is None or aggregate is None:
+            return None
+        shapes = self._shapes.get(aggregate)
+        if shapes is None:
+            owner: dict[str, str] = {}
+            for agg in self.bridge.mappings.snapshot_aggregates():
+                for tm in agg.tables():
+                    owner.setdefault(tm.table, agg.aggregate)
+            shapes = self._shapes[aggregate] = {
+                t: shape for t, a in owner.items()
+                if a == aggregate and t in stream.spec.tables and (shape := reader.table_shape(a, t)) is not None}
+        records = stream.snapshot_records(changes, shapes, view, ts, first=self._first_record, last=last)
+        if records:
+            self._first_record = False
+        return records
 
     def _sweep(self, batch: "Batch", stream_from: SourcePosition, view: SourcePosition, ts: float) -> None:
         """Aggregates in state that this snapshot did not see no longer exist: the apply stage deletes

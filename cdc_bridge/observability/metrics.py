@@ -52,6 +52,11 @@ class BridgeMetrics:
         self.events_published = Counter(
             "cdc_bridge_events_published", "Domain events committed to Kafka", ["aggregate", "event_type"], registry=r
         )
+        self.change_records = Counter(
+            "cdc_bridge_change_records_published",
+            "Debezium-compatible change records committed to Kafka (change_stream; tombstones not counted)",
+            ["table"], registry=r,
+        )
         self.dead_letters = Counter(
             "cdc_bridge_dead_letters", "Records sent to the dead-letter topic", ["reason"], registry=r
         )

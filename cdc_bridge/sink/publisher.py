@@ -208,6 +208,10 @@ class TransactionalPublisher:
         kafka.max_message_bytes) becomes a too_large dead letter instead of failing the transaction."""
         self._limits.update(limits)
 
+    def message_limit(self, topic: str) -> int:
+        """The largest record `topic` accepts (its max.message.bytes, at most kafka.max_message_bytes)."""
+        return min(self._limits.get(topic, self.settings.max_message_bytes), self.settings.max_message_bytes)
+
     def set_partition_counts(self, counts: Mapping[str, int]) -> None:
         """Seed the partition counts (e.g. from TopicAdmin.ensure_topics) to skip metadata lookups."""
         self._partitions.update(counts)

@@ -12,6 +12,9 @@ Three kinds of topics (see docs/kafka.md):
 - the dead-letter topic: `kafka.dead_letter_partitions` partitions, retention
   `kafka.dead_letter_retention_ms` (30 days by default). Existing ones are accepted
   as they are.
+- the change stream's topics (`change_stream`, Debezium-compatible): created like events
+  topics; existing ones (e.g. Debezium's own) are accepted with their partition count,
+  which the records' partitioning then follows.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class TopicRole(str, enum.Enum):
     EVENTS = "events"
     CHECKPOINT = "checkpoint"
     DEAD_LETTER = "dead-letter"
+    CHANGE_STREAM = "change-stream"
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,12 @@ class TopicSpec:
         return cls(name, TopicRole.DEAD_LETTER, settings.dead_letter_partitions, settings.replication_factor,
                    {"retention.ms": str(settings.dead_letter_retention_ms),
                     "max.message.bytes": str(settings.max_message_bytes)})
+
+
+    @classmethod
+    def change_stream(cls, name: str, settings: KafkaSettings, partitions: int | None = None) -> "TopicSpec":
+        return cls(name, TopicRole.CHANGE_STREAM, partitions or settings.topic_partitions, settings.replication_factor,
+                   {"retention.ms": str(settings.retention_ms), "max.message.bytes": str(settings.max_message_bytes)})
 
 
 def bridge_topic_specs(settings: KafkaSettings, bridge_name: str, events_topics: Iterable[str]) -> list[TopicSpec]:

@@ -36,7 +36,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import pymysql
@@ -53,7 +53,7 @@ from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.preflight import (ServerInfo, binlog_files, connect, first_binlog_gtid_list, grant_statement,
                                          inspect_server, position_available)
 from cdc_bridge.source.settings import SourceSettings
-from cdc_bridge.source.transaction import RowChange, SourceTransaction
+from cdc_bridge.source.transaction import RowChange, RowEvents, SourceTransaction, TableShape
 from cdc_bridge.source.values import (ROW_DECODER, ColumnSpec, TableDecoder, UnsupportedColumnError, is_tinyint1,
                                       json_checked_columns)
 
@@ -147,6 +147,8 @@ class BinlogSource:
     max_reconnect_attempts: consecutive failed attempts before SourceUnavailableError;
             None (default) retries forever, logging every attempt.
     coalesce_empty: merge consecutive transactions without mapped changes into one.
+    describe: tables whose row events are described in SourceTransaction.row_events (the change
+            stream: column types, primary key, binlog offsets); decode every column of them.
     """
 
     def __init__(self, settings: SourceSettings, tables: dict[str, set[str] | None],
@@ -154,7 +156,8 @@ class BinlogSource:
                  from_earliest: bool = False,
                  on_reconnect: Callable[[str], None] | None = None,
                  max_reconnect_attempts: int | None = None,
-                 coalesce_empty: bool = True) -> None:
+                 coalesce_empty: bool = True,
+                 describe: Collection[str] | None = None) -> None:
         self.settings = settings
         self._tables: dict[str, frozenset[str] | None] = {}
         for name, cols in tables.items():
@@ -167,6 +170,7 @@ class BinlogSource:
         self.on_reconnect = on_reconnect
         self._max_attempts = max_reconnect_attempts
         self._coalesce = coalesce_empty
+        self._describe = frozenset(describe or ())
 
         self._stop = threading.Event()
         self._iterating = False
@@ -182,6 +186,8 @@ class BinlogSource:
         # table_id -> (the library's Table object it was built from, decoder or None if unmapped)
         self._decoders: dict[int, tuple[Any, TableDecoder | None]] = {}
         self._flags: dict[str, tuple[set[str], set[str]]] = {}  # "schema.table" -> (tinyint1, json cols)
+        self._shapes: dict[int, TableShape] = {}  # table_id -> shape of a described table (same life as _decoders)
+        self._facts: dict[str, tuple[tuple[str, ...], dict]] = {}  # "schema.table" -> (primary key, info); until DDL
         self._ddl_patterns = [
             (name, re.compile(rf"\b{re.escape(name.partition('.')[2])}\b", re.IGNORECASE), name.partition(".")[0])
             for name in self._tables
@@ -389,6 +395,7 @@ class BinlogSource:
         else:
             kwargs.update(log_file=pos.binlog_file, log_pos=pos.binlog_pos, resume_stream=True)
         self._decoders.clear()
+        self._shapes.clear()
         self._reader = BinLogStreamReader(**kwargs)
         return self._reader
 
@@ -449,6 +456,10 @@ class BinlogSource:
         monotonic = time.monotonic
         hb = self.settings.heartbeat_seconds
         coalesce = self._coalesce
+        describe = bool(self._describe)
+        shapes = self._shapes
+        row_events: list | None = None  # described row events of the transaction being read
+        txn_thread: int | None = None
 
         binlog_file = pos.binlog_file
         gtid_state = pos.gtid
@@ -474,13 +485,25 @@ class BinlogSource:
             if cls is WriteRowsEvent or cls is UpdateRowsEvent or cls is DeleteRowsEvent:
                 if changes is None:  # rows outside BEGIN (should not happen with ROW format)
                     changes, txn_gtid, begun = [], None, True
-                self._decode_rows(ev, changes)
+                if describe:
+                    n0 = len(changes)
+                    self._decode_rows(ev, changes)
+                    shape = shapes.get(ev.table_id)
+                    if shape is not None and len(changes) > n0:
+                        if row_events is None:
+                            row_events = []
+                        p = ev.packet
+                        row_events.append((n0, len(changes), shape, p.log_pos - p.event_size, p.timestamp,
+                                           p.server_id))
+                else:
+                    self._decode_rows(ev, changes)
             elif cls is XidEvent:
                 end_pos = ev.packet.log_pos
             elif cls is MariadbGtidEvent or cls is GtidEvent:
                 if changes:
                     log.warning("binlog transaction without commit discarded", gtid=txn_gtid, changes=len(changes))
                 changes, txn_gtid = [], ev.gtid
+                row_events, txn_thread = None, None
                 begun = cls is MariadbGtidEvent and not ev.flags & FL_STANDALONE
             elif cls is QueryEvent:
                 kind = _query_kind(ev.query)
@@ -488,6 +511,8 @@ class BinlogSource:
                     if changes is None:
                         changes, txn_gtid = [], None
                     begun = True
+                    if describe:   # MySQL writes BEGIN with the writer's thread id (source.thread)
+                        txn_thread = getattr(ev, "slave_proxy_id", None)
                 elif kind is _COMMIT:
                     end_pos = ev.packet.log_pos
                 elif kind is _ROLLBACK:
@@ -496,6 +521,7 @@ class BinlogSource:
                         log.warning("binlog transaction ended in ROLLBACK; its row changes are dropped",
                                     gtid=txn_gtid, changes=len(changes))
                         changes.clear()
+                    row_events = None
                     end_pos = ev.packet.log_pos
                 else:
                     if kind is _DDL_STATEMENT:
@@ -535,10 +561,12 @@ class BinlogSource:
                         gtid_state = add_mysql_gtid(gtid_state, txn_gtid)
                 position = SourcePosition(gtid_state, binlog_file, end_pos)
                 txn = SourceTransaction(gtid=txn_gtid, commit_ts=float(ev.timestamp), position=position,
-                                        changes=changes or [])
+                                        changes=changes or [],
+                                        row_events=RowEvents(txn_thread, row_events) if row_events else None)
                 self._position = position
                 self.transactions_read += 1
                 changes, txn_gtid, begun = None, None, False
+                row_events, txn_thread = None, None
                 if not txn.changes and coalesce:
                     self._pending = txn
                     if monotonic() - last_yield < hb:
@@ -581,6 +609,8 @@ class BinlogSource:
             self._reader.table_map.clear()
         self._decoders.clear()
         self._flags.clear()
+        self._shapes.clear()
+        self._facts.clear()
         if mapped:
             log.info("ddl on a mapped table", tables=mapped, query=query[:1000], schema=schema,
                      binlog_file=binlog_file, binlog_pos=ev.packet.log_pos)
@@ -599,6 +629,8 @@ class BinlogSource:
         decoder = None
         if name in self._tables:
             decoder = self._build_decoder(name, table)
+            if name in self._describe:
+                self._shapes[tid] = self._shape(table.schema, table.table, decoder)
         self._decoders[tid] = (table, decoder)
         return decoder
 
@@ -642,6 +674,23 @@ class BinlogSource:
                 jsons = json_checked_columns([str(r[0]) for r in cur.fetchall()])
         self._flags[key] = (bools, jsons)
         return bools, jsons
+
+    def _shape(self, schema: str, table: str, decoder: TableDecoder) -> TableShape:
+        """The change stream's view of a table: the binlog's column specs plus what only information_schema
+        knows (the primary key in index order, nullability, defaults, the spatial subtype). Cached until DDL."""
+        key = f"{schema}.{table}"
+        facts = self._facts.get(key)
+        if facts is None:
+            with self._meta().cursor() as cur:
+                cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND "
+                            "TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (schema, table))
+                pk = tuple(str(r[0]) for r in cur.fetchall())
+                cur.execute("SELECT COLUMN_NAME, IS_NULLABLE, COLUMN_DEFAULT, DATA_TYPE FROM "
+                            "information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (schema, table))
+                info = {str(r[0]): (str(r[1]).upper() == "YES", None if r[2] is None else str(r[2]), str(r[3]).lower())
+                        for r in cur.fetchall()}
+            facts = self._facts[key] = (pk, info)
+        return TableShape(key, tuple(decoder.specs), facts[0], facts[1])
 
     def _decode_rows(self, ev: Any, changes: list[RowChange]) -> None:
         decoder = self._decoder(ev)

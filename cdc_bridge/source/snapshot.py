@@ -65,7 +65,7 @@ from cdc_bridge.source.errors import BinlogDisabledError, SourceError
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.preflight import Flavor, connect, current_position, detect_flavor
 from cdc_bridge.source.settings import SourceSettings
-from cdc_bridge.source.transaction import RowChange
+from cdc_bridge.source.transaction import RowChange, TableShape
 from cdc_bridge.source.values import (ZERO_DATE, b64, float32_to_python, format_date, format_datetime,
                                       format_decimal, format_time, format_timedelta, format_timestamp_utc,
                                       is_tinyint1, json_checked_columns, python_codec)
@@ -541,6 +541,7 @@ class _TablePlan:
     keep: list[bool]                    # goes into RowChange.after (False: only read for the order key)
     norms: list[Normalizer]
     order: list[str]                    # keyset order: the mapping's id (+ primary key when id is not unique)
+    shape: TableShape | None = None     # a table of the change stream (read with every column)
     order_idx: list[int] = field(default_factory=list)
     id_idx: list[int] = field(default_factory=list)
     by_name: dict[str, SnapshotColumn] = field(default_factory=dict)
@@ -647,11 +648,12 @@ class SnapshotReader:
     query_timeout: seconds a single query may take (the orphan pass scans a whole child table)
     lock_wait_timeout: MySQL: seconds FTWRL / LOCK TABLES may wait for running statements
     connect:    factory of the PyMySQL connection (tests); default preflight.connect
+    describe:   tables of the change stream: read with every column, described by table_shape()
     """
 
     def __init__(self, settings: SourceSettings, aggregates: list[AggregateMapping], chunk_size: int = 1000, *,
                  query_timeout: float = 3600.0, lock_wait_timeout: float = 10.0,
-                 connect: Callable[[], Any] | None = None) -> None:
+                 connect: Callable[[], Any] | None = None, describe: Sequence[str] = ()) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         names = [a.aggregate for a in aggregates]
@@ -660,6 +662,7 @@ class SnapshotReader:
         self.settings = settings
         self.aggregates = list(aggregates)
         self.chunk_size = chunk_size
+        self.describe = frozenset(describe)
         self.query_timeout = query_timeout
         self.lock_wait_timeout = lock_wait_timeout
         self._connect = connect or (lambda: _connect_snapshot(settings, query_timeout))
@@ -805,7 +808,8 @@ class SnapshotReader:
     def _table_plan(self, conn: Any, flavor: Flavor, tm: TableMapping) -> _TablePlan:
         schema, table = tm.schema_name, tm.table_name
         rows = _dict_query(conn, "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, "
-                                 "NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME, CHARACTER_OCTET_LENGTH "
+                                 "NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME, CHARACTER_OCTET_LENGTH, "
+                                 "COLUMN_DEFAULT "
                                  "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
                                  "ORDER BY ORDINAL_POSITION", (schema, table))
         if not rows:
@@ -823,7 +827,8 @@ class SnapshotReader:
         all_columns = [SnapshotColumn.from_information_schema(r, jsons) for r in rows]
         by_name = {c.name: c for c in all_columns}
 
-        needed = tm.columns()  # None: every column (fields '*'), like the binlog source
+        described = tm.table in self.describe
+        needed = None if described else tm.columns()  # None: every column (fields '*'), like the binlog source
         missing_keys = [c for c in [*tm.id, *getattr(tm, "parent_key", [])] if c not in by_name]
         if missing_keys:
             raise SnapshotError(f"{tm.table} has no column {', '.join(map(repr, missing_keys))} "
@@ -850,7 +855,24 @@ class SnapshotReader:
                 raise SnapshotError(f"{tm.table}: column {name!r} ({col.column_type}) cannot order the snapshot "
                                     f"(keyset pagination); map an integer, decimal, string, binary or temporal "
                                     f"id column")
-        return _TablePlan(tm.table, tm, selected, keep, norms, order)
+        shape = None
+        if described:
+            pk = _query(conn, "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND "
+                              "TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (schema, table))
+            info = {str(r["COLUMN_NAME"]): (str(r.get("IS_NULLABLE") or "YES").upper() == "YES",
+                                            None if r.get("COLUMN_DEFAULT") is None else _text(r["COLUMN_DEFAULT"]),
+                                            str(r["DATA_TYPE"]).lower()) for r in rows}
+            shape = TableShape(tm.table, tuple(all_columns), tuple(_text(r[0]) for r in pk), info)
+        return _TablePlan(tm.table, tm, selected, keep, norms, order, shape)
+
+    def table_shape(self, aggregate: str, table: str) -> TableShape | None:
+        """The change stream's description of a table as this snapshot reads it for `aggregate` (after open())."""
+        for plan in self._plans:
+            if plan.name == aggregate:
+                for tp in [plan.root, *(c for _, c in plan.children)]:
+                    if tp.table == table:
+                        return tp.shape
+        return None
 
     def _order_key(self, conn: Any, tm: TableMapping, by_name: dict[str, SnapshotColumn]) -> list[str]:
         """The mapping's id, plus the primary key's other columns when id is not unique by itself.

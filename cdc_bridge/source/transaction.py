@@ -30,6 +30,35 @@ class RowChange:
     zero_dates: list[str] | None = None
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class TableShape:
+    """A table as the change stream (ingest/change_stream.py) describes it; only built for its tables.
+
+    columns:     the columns in table order: values.ColumnSpec (binlog) or snapshot.SnapshotColumn (snapshot)
+    primary_key: its columns in the index's order (empty: no primary key)
+    info:        column -> (nullable, COLUMN_DEFAULT, DATA_TYPE) from information_schema, for what the
+                 binlog does not say (POINT among the spatial types, zero dates of NOT NULL columns)
+    """
+
+    table: str
+    columns: tuple[Any, ...]
+    primary_key: tuple[str, ...]
+    info: dict[str, tuple[bool, str | None, str]]
+
+
+@dataclass(slots=True)
+class RowEvents:
+    """Where the row changes of a transaction were in the binlog (BinlogSource(describe=...) only).
+
+    thread: the writer's connection id (the BEGIN query of MySQL; MariaDB's binlog has none), or None
+    events: per row event of a described table: (index of its first row change in `changes`, index after
+            its last, its TableShape, the event's start offset in the binlog file, its timestamp, server_id)
+    """
+
+    thread: int | None
+    events: list[tuple[int, int, TableShape, int, int, int]]
+
+
 @dataclass(slots=True)
 class SourceTransaction:
     """A committed source transaction (BEGIN ... XID/COMMIT) and where it ends.
@@ -62,6 +91,11 @@ class SourceTransaction:
     # a snapshot chunk read for ONE aggregate: its rows are translated for that aggregate only (a table
     # mapped by several aggregates is read once per aggregate)
     snapshot_of: str | None = None
+    # the change stream: where the row changes were in the binlog (set by a BinlogSource asked to describe
+    # tables), and the change records built from them (topic, key, value, partition, headers), built once
+    # so that applying the transaction again (a Kafka abort's redo) publishes the same records
+    row_events: RowEvents | None = None
+    change_records: list[tuple] | None = None
 
     def rows_by_table(self) -> dict[str, int]:
         """Row changes of this transaction per table (mapped tables only)."""

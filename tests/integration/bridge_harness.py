@@ -80,15 +80,16 @@ def write_config(tmp: Path, cfg: dict) -> Path:
 
 
 class BridgeThread:
-    """An in-process bridge on a thread (fast; for behaviour tests)."""
+    """An in-process bridge on a thread (fast; for behaviour tests); ingest=True: `cdc-bridge ingest`'s
+    pipeline instead (commands topic, no aggregates)."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, ingest: bool = False):
         from cdc_bridge.config import BridgeConfig
         from cdc_bridge.mapping.loader import load_mappings
-        from cdc_bridge.pipeline import Bridge
+        from cdc_bridge.pipeline import Bridge, Ingest
 
         config = BridgeConfig.model_validate(cfg)
-        self.bridge = Bridge(config, load_mappings(config.mappings_dir))
+        self.bridge = (Ingest if ingest else Bridge)(config, load_mappings(config.mappings_dir))
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 

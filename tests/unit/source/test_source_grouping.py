@@ -280,3 +280,33 @@ def test_statement_based_dml_on_mapped_table_is_reported():
     assert t.changes == [] and t.position.binlog_pos == 10
     errors = [entry for entry in logs if entry["log_level"] == "error"]
     assert len(errors) == 1 and errors[0]["tables"] == ["s.t"] and errors[0]["binlog_pos"] == 5
+
+
+def described_rows(cls, table, start, *images, ts=1_700_000_050, server_id=7):
+    """A row event with the header fields the change stream reads (its start offset, time, server id)."""
+    ev = rows(cls, table, *images)
+    ev.packet.log_pos, ev.packet.event_size, ev.packet.timestamp, ev.packet.server_id = start + 60, 60, ts, server_id
+    return ev
+
+
+def test_described_tables_carry_their_row_events():
+    """describe=[...]: each transaction says which row event each of its row changes came from (its start in
+    the binlog file, time, server id, and row index), the table's shape, and MySQL's thread id of BEGIN."""
+    uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+    script = [mysql_gtid(uuid, 6), _event(QueryEvent, query="BEGIN", schema=b"s", slave_proxy_id=42),
+              described_rows(WriteRowsEvent, MAPPED, 400, row_bytes(1, "a"), row_bytes(2, "b")),
+              described_rows(WriteRowsEvent, OTHER, 500, b"\x00\x01\x00\x00\x00"),
+              described_rows(UpdateRowsEvent, MAPPED, 600, row_bytes(1, "a"), row_bytes(1, "A")),
+              xid(900)]
+    src = ScriptedSource([script], start=SourcePosition(f"{uuid}:1-5", "binlog.000001", 4), flavor="mysql",
+                         describe=["s.t"])
+    src._facts["s.t"] = (("id",), {"id": (False, None, "bigint"), "v": (True, None, "varchar")})  # information_schema
+    [t] = txns(run(src))
+    assert t.row_events is not None and t.row_events.thread == 42
+    (a0, a1, shape, pos, ts, sid), (b0, b1, shape2, pos2, _, _) = t.row_events.events
+    assert (a0, a1, pos, ts, sid) == (0, 2, 400, 1_700_000_050, 7) and (b0, b1, pos2) == (2, 3, 600)
+    assert shape is shape2 and shape.table == "s.t" and shape.primary_key == ("id",)
+    assert [c.name for c in shape.columns] == ["id", "v"]
+    # without describe: nothing extra
+    plain = ScriptedSource([[gtid("0-1-1"), rows(WriteRowsEvent, MAPPED, row_bytes(1, "a")), xid(10)]])
+    assert txns(run(plain))[0].row_events is None
