@@ -206,6 +206,8 @@ fn _loads(py: Python<'_>, raw: &[u8]) -> PyResult<PyObject> {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // the spec format decide::Spec::from_dict reads (aggregate/native.py refuses a stale build)
+    m.add("SPEC_VERSION", 1)?;
     m.add("Unsupported", m.py().get_type::<exc::Unsupported>())?;
     m.add_class::<DeclarativeCore>()?;
     m.add_function(wrap_pyfunction!(envelope, m)?)?;
