@@ -1,0 +1,218 @@
+//! cdc_bridge._native: the declarative decider's apply in compiled code.
+//!
+//!     core = DeclarativeCore(spec)                  # once per aggregate mapping (native.py derives spec)
+//!     state_json, drafts, rejections, held = core.apply(state_json | None, commands, aggregate_id)
+//!     value = core.envelope(event_type, aggregate, aggregate_id, sequence, schema_version,
+//!                           occurred_at, source_json, data_json)
+//!
+//! The Python code is the reference (aggregate/declarative.py, jsoncodec.py, event.py): every
+//! result is byte for byte what cdc_bridge.aggregate.native.ReferenceCore returns. What this code
+//! cannot answer exactly raises `Unsupported`, and the caller takes the Python path for that call.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
+
+mod decide;
+mod json;
+mod value;
+
+use value::{py_str, Unsupported, R};
+
+
+mod exc {
+    use super::*;
+    create_exception!(
+        _native,
+        Unsupported,
+        PyException,
+        "The compiled core cannot give the reference's exact answer for this call: use the Python path."
+    );
+}
+
+impl From<std::convert::Infallible> for Unsupported {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}
+
+fn raise(e: Unsupported) -> PyErr {
+    exc::Unsupported::new_err(e.0)
+}
+
+/// The compiled apply of one declarative aggregate mapping.
+#[pyclass(frozen, module = "cdc_bridge._native")]
+struct DeclarativeCore {
+    spec: decide::Spec,
+}
+
+#[pymethods]
+impl DeclarativeCore {
+    #[new]
+    fn new(spec: &Bound<'_, PyDict>) -> PyResult<Self> {
+        Ok(DeclarativeCore { spec: decide::Spec::from_dict(spec)? })
+    }
+
+    #[getter]
+    fn aggregate(&self) -> &str {
+        &self.spec.aggregate
+    }
+
+    /// apply(state_json, commands, aggregate_id) -> (new_state_json, drafts, rejections, held)
+    ///
+    /// state_json: jsoncodec.dumps(state) of ONE aggregate instance, or None for its initial state.
+    /// commands: the instance's commands of ONE source transaction, in binlog order, each
+    ///   (aggregate, entity, entity_id, operation, payload, before, table, soft, commit_ts, txn_id, position).
+    /// aggregate_id: the instance's id (it appears in rejection details).
+    /// Returns new_state_json: bytes; drafts: [(event_type, table, data_json, internal, tombstone)];
+    /// rejections: [(command_index, reason, detail)]; held: [(entity, entity_id, since)].
+    #[pyo3(signature = (state_json, commands, aggregate_id))]
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        state_json: Option<&[u8]>,
+        commands: &Bound<'py, PyAny>,
+        aggregate_id: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
+        decide::apply(py, &self.spec, state_json, commands, aggregate_id).map_err(raise)
+    }
+
+    /// jsoncodec.dumps(DomainEvent(...).envelope(occurred_at)), from the pre-serialized source and data.
+    #[allow(clippy::too_many_arguments)]
+    fn envelope<'py>(
+        &self,
+        py: Python<'py>,
+        event_type: &Bound<'py, PyString>,
+        aggregate: &Bound<'py, PyString>,
+        aggregate_id: &Bound<'py, PyString>,
+        sequence: &Bound<'py, PyAny>,
+        schema_version: &Bound<'py, PyAny>,
+        occurred_at: &Bound<'py, PyString>,
+        source_json: &[u8],
+        data_json: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        envelope(py, event_type, aggregate, aggregate_id, sequence, schema_version, occurred_at, source_json, data_json)
+    }
+}
+
+fn exact_i64(o: &Bound<'_, PyAny>, what: &str) -> R<i64> {
+    let i = o.downcast_exact::<PyInt>().map_err(|_| unsupported!("{what} is not an int"))?;
+    i.extract::<i64>().map_err(|_| unsupported!("{what} beyond 64 bits"))
+}
+
+/// Module-level envelope (the same as DeclarativeCore.envelope; it does not depend on the mapping).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn envelope<'py>(
+    py: Python<'py>,
+    event_type: &Bound<'py, PyString>,
+    aggregate: &Bound<'py, PyString>,
+    aggregate_id: &Bound<'py, PyString>,
+    sequence: &Bound<'py, PyAny>,
+    schema_version: &Bound<'py, PyAny>,
+    occurred_at: &Bound<'py, PyString>,
+    source_json: &[u8],
+    data_json: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    envelope_bytes(event_type, aggregate, aggregate_id, sequence, schema_version, occurred_at, source_json, data_json)
+        .map(|b| PyBytes::new(py, &b))
+        .map_err(raise)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn envelope_bytes(
+    event_type: &Bound<'_, PyString>,
+    aggregate: &Bound<'_, PyString>,
+    aggregate_id: &Bound<'_, PyString>,
+    sequence: &Bound<'_, PyAny>,
+    schema_version: &Bound<'_, PyAny>,
+    occurred_at: &Bound<'_, PyString>,
+    source_json: &[u8],
+    data_json: &[u8],
+) -> R<Vec<u8>> {
+    let (event_type, aggregate, aggregate_id) = (py_str(event_type)?, py_str(aggregate)?, py_str(aggregate_id)?);
+    let occurred_at = py_str(occurred_at)?;
+    let sequence = exact_i64(sequence, "sequence")?;
+    let schema_version = exact_i64(schema_version, "schema_version")?;
+    let mut seq_buf = itoa::Buffer::new();
+    let seq = seq_buf.format(sequence);
+    let event_id = format!("{aggregate}:{aggregate_id}:{seq}");
+
+    // The envelope nests source and data one level deeper: orjson writes up to 254 levels.
+    for part in [source_json, data_json] {
+        if json::opener_count(part) >= json::ORJSON_MAX_DEPTH && json::max_depth(part) >= json::ORJSON_MAX_DEPTH {
+            return Err(unsupported!("source or data nested {}+ levels", json::ORJSON_MAX_DEPTH));
+        }
+    }
+    // An int beyond 64 bits (19+ digits) anywhere sends the whole envelope to the stdlib (other float
+    // layout): then write it from the values instead of splicing the parts.
+    if json::has_digit_run(source_json, 19) || json::has_digit_run(data_json, 19) {
+        let mut m = value::new_map();
+        m.insert(value::key("event_id"), value::Val::Str(value::key(&event_id)));
+        m.insert(value::key("event_type"), value::Val::Str(value::key(event_type)));
+        m.insert(value::key("aggregate"), value::Val::Str(value::key(aggregate)));
+        m.insert(value::key("aggregate_id"), value::Val::Str(value::key(aggregate_id)));
+        m.insert(value::key("sequence"), value::Val::Int(sequence));
+        m.insert(value::key("schema_version"), value::Val::Int(schema_version));
+        m.insert(value::key("occurred_at"), value::Val::Str(value::key(occurred_at)));
+        m.insert(value::key("source"), json::loads(source_json)?);
+        m.insert(value::key("data"), json::loads(data_json)?);
+        return Ok(json::dumps_map(&m));
+    }
+    let mut b = Vec::with_capacity(160 + event_id.len() + source_json.len() + data_json.len());
+    b.extend_from_slice(b"{\"event_id\":");
+    json::write_str(&mut b, &event_id);
+    b.extend_from_slice(b",\"event_type\":");
+    json::write_str(&mut b, event_type);
+    b.extend_from_slice(b",\"aggregate\":");
+    json::write_str(&mut b, aggregate);
+    b.extend_from_slice(b",\"aggregate_id\":");
+    json::write_str(&mut b, aggregate_id);
+    b.extend_from_slice(b",\"sequence\":");
+    b.extend_from_slice(seq.as_bytes());
+    b.extend_from_slice(b",\"schema_version\":");
+    b.extend_from_slice(itoa::Buffer::new().format(schema_version).as_bytes());
+    b.extend_from_slice(b",\"occurred_at\":");
+    json::write_str(&mut b, occurred_at);
+    b.extend_from_slice(b",\"source\":");
+    b.extend_from_slice(source_json);
+    b.extend_from_slice(b",\"data\":");
+    b.extend_from_slice(data_json);
+    b.push(b'}');
+    Ok(b)
+}
+
+/// jsoncodec.dumps(obj) for the values the core handles (tests compare it with the Python codec).
+#[pyfunction]
+fn _dumps<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let v = value::from_py(obj, 0).map_err(raise)?;
+    Ok(PyBytes::new(py, &json::dumps(&v)))
+}
+
+/// jsoncodec.dumps(jsoncodec.loads(raw)) through the core's reader and writer (tests).
+#[pyfunction]
+fn _reencode<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let v = json::loads(raw).map_err(raise)?;
+    Ok(PyBytes::new(py, &json::dumps(&v)))
+}
+
+/// jsoncodec.loads(raw) through the core's reader, as Python values (tests).
+#[pyfunction]
+fn _loads(py: Python<'_>, raw: &[u8]) -> PyResult<PyObject> {
+    let v = json::loads(raw).map_err(raise)?;
+    value::to_py(py, &v)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // the spec format decide::Spec::from_dict reads (aggregate/native.py refuses a stale build)
+    m.add("SPEC_VERSION", 1)?;
+    m.add("Unsupported", m.py().get_type::<exc::Unsupported>())?;
+    m.add_class::<DeclarativeCore>()?;
+    m.add_function(wrap_pyfunction!(envelope, m)?)?;
+    m.add_function(wrap_pyfunction!(_dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(_reencode, m)?)?;
+    m.add_function(wrap_pyfunction!(_loads, m)?)?;
+    Ok(())
+}
