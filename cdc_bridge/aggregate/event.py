@@ -52,6 +52,8 @@ class DomainEvent:
     data: dict[str, Any]
     topic: str = ""
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # the record value (jsoncodec.dumps of the envelope) when the compiled apply wrote it already
+    value_json: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def event_id(self) -> str:
@@ -84,7 +86,7 @@ class DomainEvent:
 
     def value(self) -> bytes:
         """Record value: the envelope as compact JSON, UTF-8 (the publisher's codec)."""
-        return dumps(self.envelope())
+        return self.value_json if self.value_json is not None else dumps(self.envelope())
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Record headers: event_type and event_id (UTF-8), then extra_headers but the tombstone directive."""

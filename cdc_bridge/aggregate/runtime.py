@@ -33,10 +33,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from cdc_bridge.aggregate.decider import HELD, Decider, held_entries, load_decider, without_held
+from cdc_bridge.aggregate.decider import HELD, Decider, held_entries, load_decider, reject, without_held
 from cdc_bridge.aggregate.event import TOMBSTONE_HEADER, DomainEvent, rfc3339
 from cdc_bridge.aggregate.exceptions import DeciderError, UnknownAggregateError
+from cdc_bridge.aggregate.native import core_for
 from cdc_bridge.aggregate.router import partition_for
+from cdc_bridge.jsoncodec import dumps, loads
 from cdc_bridge.mapping.command import Command, DeadLetter
 from cdc_bridge.mapping.schema import AggregateMapping
 from cdc_bridge.source.position import SourcePosition
@@ -105,6 +107,9 @@ class AggregateRuntime:
         versions = dict(schema_versions or {})
         self.schema_versions = {a: versions.get(a, by_name[a].schema_version) for a in self.deciders}
         self.topics = {a: by_name[a].events_topic for a in self.deciders}
+        # the compiled apply of declarative aggregates (aggregate/native.py): aggregate -> (decider, core or
+        # None for the decider in Python), rebuilt when a decider is replaced (a mapping reload)
+        self._cores: dict[str, tuple[Decider, Any]] = {}
 
     @classmethod
     def from_mappings(
@@ -146,6 +151,7 @@ class AggregateRuntime:
         deciders = self.deciders
         partitions = self.partitions
         get = self.store.get
+        encoded = _TxnEncoding(txn)
         for (aggregate, aggregate_id), cmds in groups.items():
             decider = deciders.get(aggregate)
             if decider is None:
@@ -158,14 +164,19 @@ class AggregateRuntime:
             partition = partition_for(aggregate_id, partitions)
             record = get(partition, aggregate, aggregate_id)
             if record is None:
-                record = AggregateRecord(aggregate, aggregate_id, decider.initial_state())
+                if self._core(aggregate, decider) is None:
+                    record = AggregateRecord(aggregate, aggregate_id, decider.initial_state())
             elif record.last_position is not None:
                 fresh = _after(cmds, record.last_position.order_key)
                 result.skipped += len(cmds) - len(fresh)
                 if not fresh:
                     continue
                 cmds = fresh
-            if self._apply_group(decider, partition, record, cmds, txn, result):
+            core = self._core(aggregate, decider)
+            if core is not None:
+                if self._apply_group_native(core, partition, record, cmds, txn, result, encoded):
+                    grown.add(partition)
+            elif self._apply_group(decider, partition, record, cmds, txn, result):
                 grown.add(partition)
 
         for partition in sorted(grown):
@@ -248,11 +259,66 @@ class AggregateRuntime:
         )
         return grew
 
+    def _core(self, aggregate: str, decider: Decider) -> Any:
+        got = self._cores.get(aggregate)
+        if got is None or got[0] is not decider:
+            got = self._cores[aggregate] = (decider, core_for(decider))
+        return got[1]
+
+    def _apply_group_native(self, core: Any, partition: int, record: AggregateRecord | None, cmds: list[Command],
+                            txn: TxnInfo, result: ApplyResult, encoded: "_TxnEncoding") -> bool:
+        """_apply_group through the compiled core: the state stays JSON from LMDB to LMDB, the events come
+        out as their record values. Same events, state and dead letters (tests/unit/aggregate/test_native_core.py)."""
+        c0 = cmds[0]
+        aggregate, aggregate_id = c0.aggregate, c0.aggregate_id
+        pos = txn.position
+        tuples = [(c.aggregate, c.entity, c.entity_id, c.operation, c.payload, c.before, c.table, c.soft,
+                   c.commit_ts, c.txn_id, encoded.position(c.position)) for c in cmds]
+        try:
+            state_json, drafts, rejections, held = core.apply(record.state_json if record is not None else None,
+                                                              tuples, aggregate_id)
+        except Exception as e:
+            raise DeciderError(
+                f"compiled declarative apply failed on {aggregate} {aggregate_id} in source transaction "
+                f"{txn.txn_id} ({pos}): {type(e).__name__}: {e}"
+            ) from e
+        sequence = record.sequence if record is not None else 0
+        topic = self.topics[aggregate]
+        version = self.schema_versions[aggregate]
+        events = result.events
+        for event_type, table, data_json, internal, tombstone in drafts:
+            if internal:
+                continue
+            sequence += 1
+            source, source_json = encoded.source(table)
+            events.append(DomainEvent(
+                event_type=event_type, aggregate=aggregate, aggregate_id=aggregate_id, sequence=sequence,
+                schema_version=version, occurred_at=txn.commit_ts, source=source, data=loads(data_json),
+                topic=topic, extra_headers={TOMBSTONE_HEADER: "1"} if tombstone else {},
+                value_json=core.envelope(event_type, aggregate, aggregate_id, sequence, version, encoded.occurred_at,
+                                         source_json, data_json)))
+        if rejections:
+            result.dead_letters.extend(reject(cmds[i], reason, detail) for i, reason, detail in rejections)
+        grew = False
+        held_since = None
+        if held or (record is not None and record.held_since is not None):
+            old = {(e, i): entry["since"] for e, i, entry in held_entries(record.state)} if record is not None else {}
+            grew = self._reindex(partition, aggregate, aggregate_id, old, {(e, i): since for e, i, since in held})
+            held_since = min(since for _, _, since in held) if held else None
+        self.store.put(partition, AggregateRecord(aggregate, aggregate_id, None, sequence, pos, held_since,
+                                                  state_json=state_json))
+        return grew
+
     def _reindex_held(
         self, partition: int, aggregate: str, aggregate_id: str, before: dict[str, Any], after: dict[str, Any]
     ) -> bool:
         old = {(e, i): entry["since"] for e, i, entry in held_entries(before)}
         new = {(e, i): entry["since"] for e, i, entry in held_entries(after)}
+        return self._reindex(partition, aggregate, aggregate_id, old, new)
+
+    def _reindex(self, partition: int, aggregate: str, aggregate_id: str, old: dict[tuple[str, str], float],
+                 new: dict[tuple[str, str], float]) -> bool:
+        """The held-children index from `old` to `new` entries ((entity, entity_id) -> since); True if one was added."""
         for (entity, entity_id), since in old.items():
             if new.get((entity, entity_id)) != since:
                 self.store.held_remove(HeldRef(partition, since, aggregate, aggregate_id, entity, entity_id))
@@ -353,6 +419,37 @@ class AggregateRuntime:
     def rollback(self) -> None:
         """Forget the batch (after the Kafka transaction aborted); then re-apply its transactions."""
         self.store.rollback()
+
+
+class _TxnEncoding:
+    """What the events of one source transaction share, encoded once: occurred_at, the source block per
+    table, the position of its commands (as the held entries store it)."""
+
+    __slots__ = ("txn", "occurred_at", "_sources", "_pos", "_pos_dict")
+
+    def __init__(self, txn: TxnInfo) -> None:
+        self.txn = txn
+        self.occurred_at = rfc3339(txn.commit_ts)
+        self._sources: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self._pos: Any = None
+        self._pos_dict: dict[str, Any] | None = None
+
+    def source(self, table: str) -> tuple[dict[str, Any], bytes]:
+        got = self._sources.get(table)
+        if got is None:
+            t = self.txn
+            pos = t.position
+            source = {"table": table, "gtid": t.gtid, "binlog_file": pos.binlog_file, "binlog_pos": pos.binlog_pos,
+                      "txn_id": t.txn_id}
+            got = self._sources[table] = (source, dumps(source))
+        return got
+
+    def position(self, position: SourcePosition | None) -> dict[str, Any] | None:
+        if position is None:
+            return None
+        if position is not self._pos:   # one per transaction, as a rule
+            self._pos, self._pos_dict = position, position.to_dict()
+        return self._pos_dict
 
 
 def _by_index(c: Command) -> int:

@@ -338,15 +338,16 @@ class TransactionalPublisher:
         for ev in events:
             event_id = ev.event_id
             try:
-                if type(ev) is DomainEvent:   # the timestamp formatted once per value
+                if ev.value_json is not None:   # written by the compiled apply (aggregate/native.py)
+                    value = ev.value_json
+                elif type(ev) is DomainEvent:   # the timestamp formatted once per value
                     ts = ev.occurred_at
                     at = occurred.get(ts)
                     if at is None:
                         at = occurred[ts] = rfc3339(ts)
-                    envelope = ev.envelope(at)
+                    value = dumps(ev.envelope(at))
                 else:   # a subclass may shape its own envelope
-                    envelope = ev.envelope()
-                value = dumps(envelope)
+                    value = dumps(ev.envelope())
             except (TypeError, ValueError) as exc:
                 raise FatalPublishError(f"event {event_id} ({ev.event_type}) cannot be serialized to JSON: {exc}; "
                                         "a decider produced a non JSON-friendly value") from exc

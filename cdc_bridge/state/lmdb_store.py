@@ -336,7 +336,7 @@ class LmdbStateStore:
                 if cached is not None and key in cached:
                     return cached[key]
         raw = (self._rtxn or self._read()).get(key, db=self._pdb[partition])
-        return AggregateRecord.from_json_dict(_loads(raw)) if raw is not None else None
+        return AggregateRecord.from_json(raw) if raw is not None else None
 
     def put(self, partition: int, record: AggregateRecord) -> None:
         if self._closed or self.readonly:
@@ -362,7 +362,7 @@ class LmdbStateStore:
         self._check_partition(partition)
         with self._env.begin(db=self._pdb[partition]) as txn:
             for _, raw in txn.cursor():
-                yield AggregateRecord.from_json_dict(_loads(raw))
+                yield AggregateRecord.from_json(raw)
 
     def raw_records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Committed records of one partition as stored: (record key, record JSON), in key order
@@ -560,7 +560,7 @@ class LmdbStateStore:
         encoded: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for p, cache in self._records.items():
             db = self._pdb[p]
-            kv = encoded[p] = [(k, _dumps(r.to_json_dict()) if r is not None else None) for k, r in cache.items()]
+            kv = encoded[p] = [(k, r.to_json() if r is not None else None) for k, r in cache.items()]
             writes.extend((db, k, v) for k, v in kv)
         for batch in self._held.values():
             writes.extend((self._held_db, k, v) for k, v in batch.changes.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -334,6 +335,7 @@ def test_deleted_events_carry_the_tombstone_directive_when_the_mapping_asks(runt
 
     apply(runtime, src, insert("root", "42", **order("42")))
     runtime.deciders["Order"].tombstone_on_delete = True   # `tombstone_on_delete: true` in the mapping
+    runtime.deciders["Order"] = copy.copy(runtime.deciders["Order"])   # a new decider: its compiled core is rebuilt
     [ev] = apply(runtime, src, delete("root", "42", **order("42"))).events
     assert ev.extra_headers == {TOMBSTONE_HEADER: "1"} and ev.tombstone_after
     assert dict(ev.headers()) == {"event_type": b"OrderDeleted", "event_id": b"Order:42:2"}
