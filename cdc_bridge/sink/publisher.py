@@ -99,25 +99,17 @@ class PublisherHooks:
 
     @classmethod
     def with_fault_injection(cls, on_retry: Callable[[str, KafkaError], None] | None = None) -> "PublisherHooks":
-        """Hooks for a pipeline. Crash tests only, never in production: CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS
-        holds each Kafka transaction open that long, so that a kill or a stop lands inside it;
-        CDC_BRIDGE_FAULT_DELAY_AFTER_COMMIT_MS holds the caller that long after each Kafka commit, before
-        it writes the batch to LMDB, so that a kill leaves LMDB behind the Kafka checkpoint."""
+        """Hooks for a pipeline. CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS (crash tests only, never in
+        production) holds each Kafka transaction open that long, so that a kill or a stop lands inside it."""
         delay_ms = float(os.environ.get("CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS", "0") or 0)
-        after_ms = float(os.environ.get("CDC_BRIDGE_FAULT_DELAY_AFTER_COMMIT_MS", "0") or 0)
-        if delay_ms <= 0 and after_ms <= 0:
+        if delay_ms <= 0:
             return cls(on_retry=on_retry)
 
         def hold(n: int) -> None:
             log.warning("fault injection: Kafka transaction open", records=n, hold_ms=delay_ms)
             time.sleep(delay_ms / 1000)
 
-        def hold_after(result: PublishResult) -> None:
-            log.warning("fault injection: Kafka transaction committed, LMDB not written yet", hold_ms=after_ms)
-            time.sleep(after_ms / 1000)
-
-        return cls(on_retry=on_retry, before_commit=hold if delay_ms > 0 else None,
-                   on_commit=hold_after if after_ms > 0 else None)
+        return cls(on_retry=on_retry, before_commit=hold)
 
 
 class TransactionalPublisher:

@@ -127,6 +127,25 @@ class BridgeThread:
             raise self.error
 
 
+def create_signal_table(conn, schema: str) -> str:
+    """The re-snapshot signal table of docs/mappings.md in `schema`; returns its name for source.signal_table."""
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE `{schema}`.cdc_bridge_signal (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                    "bridge VARCHAR(100) NOT NULL, aggregate VARCHAR(100) NOT NULL, ids LONGTEXT NOT NULL, "
+                    "rows_json LONGTEXT NOT NULL, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB")
+    return f"{schema}.cdc_bridge_signal"
+
+
+def request_resnapshot(config_path: Path, aggregate: str, ids: list) -> str:
+    """`cdc-bridge snapshot --aggregate A --id X ...` as an operator runs it beside the bridge; its output."""
+    args = [a for i in ids for a in ("--id", str(i))]
+    cli = subprocess.run([sys.executable, "-m", "cdc_bridge.cli", "snapshot", "--config", str(config_path),
+                          "--aggregate", aggregate, *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         env={**os.environ, "CDC_BRIDGE__SOURCE__PASSWORD": mariadb.connection_settings()["password"]})
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    return cli.stdout
+
+
 def start_bridge_process(config_path: Path, log_path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "cdc_bridge.cli", "run", "--config", str(config_path)],

@@ -220,7 +220,7 @@ class Workload:
 READY = {"bridge": "binlog source starting", "ingest": "binlog source starting", "w1": "partition started",
          "w2": "partition started", "w3": "partition started"}
 FAULTS = {"open": ("CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS", "fault injection: Kafka transaction open"),
-          "lmdb": ("CDC_BRIDGE_FAULT_DELAY_AFTER_COMMIT_MS", "fault injection: Kafka transaction committed")}
+          "lmdb": ("CDC_BRIDGE_FAULT_DELAY_LMDB_WRITE_MS", "fault injection: LMDB write held")}
 
 
 def kill_rounds(cluster: Cluster, plan: list[str], rng: random.Random,
@@ -229,8 +229,8 @@ def kill_rounds(cluster: Cluster, plan: list[str], rng: random.Random,
     "<who>": killed a random 0.2-1.5 s after it works again (its READY line logged once more);
     "<who>+any": a random 0.1-2.5 s after its restart, often inside its recovery;
     "<who>+open": restarted with every Kafka transaction held open 1.5 s, killed inside one;
-    "<who>+lmdb": restarted with a 1.5 s pause after every Kafka commit, killed inside one (LMDB is
-    behind Kafka: the next start re-applies without publishing, or restores from the changelog).
+    "<who>+lmdb": restarted with every LMDB write held 1.5 s after its Kafka commit, killed inside one
+    (LMDB is behind Kafka: the next start re-applies without publishing, or restores from the changelog).
     Returns how many kills of each kind were made."""
     kinds: Counter = Counter()
     for round_ in plan:
