@@ -286,3 +286,21 @@ def validate_events(events: list[dict], mappings_dir: Path, db_settings: dict | 
         errors = sorted(validators[key].iter_errors(e), key=lambda x: list(x.path))
         assert not errors, f"{e['event_id']} does not match its schema: {errors[0].message} at {list(errors[0].path)}"
     return len(events)
+
+
+def orders_in_state(state_dir: Path, partitions: int) -> dict[str, dict]:
+    """The Order aggregates the bridge's LMDB holds (stopped bridge), shaped like orders_in_db()."""
+    from cdc_bridge.state.lmdb_store import LmdbStateStore
+
+    store = LmdbStateStore(state_dir, partitions=partitions, readonly=True)
+    try:
+        out: dict[str, dict] = {}
+        for p in range(partitions):
+            for rec in store.records(p):
+                s = rec.state
+                if rec.aggregate == "Order" and isinstance(s, dict) and s.get("exists"):
+                    out[rec.aggregate_id] = {"fields": dict(s["root"]),
+                                             "lines": {str(k): v for k, v in (s.get("children") or {}).get("lines", {}).items()}}
+        return out
+    finally:
+        store.close()

@@ -64,6 +64,8 @@ def _setup(db: str, d: Path, name: str) -> tuple[Path, str]:
     return h.write_config(d, cfg), topic
 
 
+# a step's share of one source transaction: (statements, changes to the model once committed,
+# rentals touched as (rental id, "created" | "updated" | "deleted", the deleted row's last values))
 Part = tuple[list[tuple[str, tuple]], list[Callable[[], None]], list[tuple[int, str, dict | None]]]
 
 
@@ -98,7 +100,7 @@ class RentalWriter:
         return {"rental_id": rid, "inventory_id": row["inventory_id"], "version": row["version"],
                 "film_id": film_id, "film_title": title}
 
-    def _run_txn(self, *parts: Part, kind_of_snapshot: bool = False) -> None:
+    def _run_txn(self, *parts: Part, before_bridge: bool = False) -> None:
         stmts = [s for p in parts for s in p[0]]
         with self.conn.cursor() as cur:
             cur.execute("BEGIN")
@@ -106,7 +108,7 @@ class RentalWriter:
                 cur.execute(sql.replace("{db}", self.db), args)
             cur.execute("COMMIT")
             cur.execute("SELECT @@last_gtid")
-            gtid = None if kind_of_snapshot else cur.fetchone()[0]
+            gtid = None if before_bridge else cur.fetchone()[0]
         for p in parts:
             for mutate in p[1]:
                 mutate()
@@ -114,7 +116,7 @@ class RentalWriter:
         for p in parts:
             for rid, kind, last_row in p[2]:
                 row = last_row if kind == "deleted" else self.rentals[rid]
-                self.expected[str(rid)].append((gtid, "snapshotted" if kind_of_snapshot else kind,
+                self.expected[str(rid)].append((gtid, "snapshotted" if before_bridge else kind,
                                                 self._fields(rid, row)))
 
     # ------------------------------------------------------------------ statements + model changes
@@ -177,7 +179,7 @@ class RentalWriter:
         for _ in range(20):
             self._run_txn(self.new_inventory(self.rng.choice(list(self.films))))
         for _ in range(10):
-            self._run_txn(self.new_rental(self.rng.choice(list(self.inv))), kind_of_snapshot=True)
+            self._run_txn(self.new_rental(self.rng.choice(list(self.inv))), before_bridge=True)
 
     def step(self) -> None:
         rng = self.rng

@@ -7,8 +7,9 @@ database. Each round asks for a re-snapshot of some of them and kills the bridge
 right after the signal row commits, as soon as the re-snapshot is applied (batch not yet committed),
 inside the open Kafka transaction that carries it, and after that transaction committed but before
 LMDB was written (the restart re-applies the signal to state without publishing). At the end:
-every event once, sequences 1..n, the events folded equal to the database, and every re-snapshot's
-events are exactly the differences it had to publish, once (nothing doubled by a replay, nothing lost).
+every event once, sequences 1..n, the events folded and the bridge's LMDB state both equal to the
+database, and every re-snapshot's events are exactly the differences it had to publish, once (nothing
+doubled by a replay, nothing lost).
 """
 
 from __future__ import annotations
@@ -190,6 +191,12 @@ def test_resnapshot_signal_under_sigkill(fresh_db, tmp_path):
 
     events = h.events_of(h.read_topic(topic))
     n_events, n_aggregates = check_story(events, conn, db)      # once, 1..n, folded == the database
+    # and the state the bridge kept (re-applied by the replay in round 4) is the database's too
+    state = h.comparable(h.orders_in_state(tmp_path / "state", cfg["state"]["partitions"]))
+    expected_state = h.comparable(h.orders_in_db(conn, db))
+    wrong = sorted(a for a in state.keys() | expected_state.keys() if state.get(a) != expected_state.get(a))
+    assert not wrong, f"{len(wrong)} orders differ in LMDB, e.g. {wrong[0]}: state={state.get(wrong[0])} " \
+                      f"db={expected_state.get(wrong[0])}"
     # the repair orders' events, by source transaction: the initial snapshot, then one group per re-snapshot
     by_txn: dict[str, list[dict]] = defaultdict(list)
     for e in events:
