@@ -454,7 +454,9 @@ class IngestPipeline:
         position = start
         while not self._stop.is_set():
             self._source = self._new_source(position)
-            if self._stop.is_set():
+            if self._stop.is_set() or (self._reload_requested.is_set() and replay_until is None):
+                # a signal that came while there was no source to stop (start-up, recovery, the previous
+                # reload): without this a SIGHUP then was logged but not carried out until the next signal
                 self._source.stop()
             self.source_connected = True
             self.metrics.source_connected.set(1)
@@ -478,12 +480,15 @@ class IngestPipeline:
                 if replay_until is not None:
                     if txn.position <= replay_until:
                         self._replay(txn)
+                        position = txn.position   # the replay's progress: where it resumes after a SIGHUP
                         if txn.position.order_key == replay_until.order_key:
                             self._finish_replay(replay_until)
                             replay_until = None
+                            self._reload_after_replay()
                         continue
                     self._finish_replay(replay_until)
                     replay_until = None
+                    self._reload_after_replay()
                 self._count_source(txn, now)
                 self._apply(txn, batch)
                 if not batch.started:
@@ -498,12 +503,25 @@ class IngestPipeline:
             if self._batch:
                 self._flush(self._batch)
             self._settle()
+            if replay_until is not None:
+                # A SIGHUP during the replay (state behind the Kafka checkpoint after a crash): the source
+                # resumes the replay where it stopped, NOT at self.committed (the checkpoint: the rest of the
+                # replay would be skipped and the state committed without it), and under the mappings it
+                # began with (it rebuilds the state of events already published); the reload waits for
+                # _reload_after_replay().
+                continue
             position = self.committed or position
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
                 self._reload_mappings()
         if replay_until is not None and self.apply is not None:
             log.warning("stopped before state caught up with the checkpoint; it continues at the next start")
+
+    def _reload_after_replay(self) -> None:
+        """State caught up with the checkpoint: a SIGHUP that came during the replay is carried out now
+        (stopping the source ends the loop over it, which then reloads, see _stream)."""
+        if self._reload_requested.is_set() and self._source is not None:
+            self._source.stop()
 
     def _count_source(self, txn: SourceTransaction, now: float) -> None:
         m = self.metrics

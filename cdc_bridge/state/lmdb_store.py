@@ -31,6 +31,7 @@ import hashlib
 import heapq
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
@@ -50,6 +51,11 @@ from cdc_bridge.state.exceptions import (
 from cdc_bridge.state.record import AggregateRecord
 
 log = structlog.get_logger(__name__)
+
+# Crash tests only, never in production: hold every write() of a sealed batch this long (ms), so that
+# LMDB falls behind the Kafka commits and a kill leaves it there (the restart re-applies without
+# publishing, or a worker restores from the changelog).
+FAULT_DELAY_ENV = "CDC_BRIDGE_FAULT_DELAY_LMDB_WRITE_MS"
 
 FORMAT_VERSION = 1
 RESERVED_META = frozenset({"format", "partitions", "applied_position"})
@@ -191,6 +197,7 @@ class LmdbStateStore:
         self._write_lock = threading.Lock()   # one write transaction at a time; held while the map grows
         self._writer: ThreadPoolExecutor | None = None
         self._closed = False
+        self._fault_delay = float(os.environ.get(FAULT_DELAY_ENV, "0") or 0) / 1000
 
         if readonly:
             if not (self.path / "data.mdb").exists():
@@ -591,6 +598,9 @@ class LmdbStateStore:
         no other state of the store). Only right after the batch sealed before it: out of order, or
         with the map full, the batch is left "deferred" for release_written() (growing the map needs
         every transaction of the process closed, which only the owning thread can arrange)."""
+        if self._fault_delay:
+            log.warning("fault injection: LMDB write held", hold_ms=self._fault_delay * 1000)
+            time.sleep(self._fault_delay)
         with self._write_lock:
             if layer.state is not None:
                 return

@@ -128,6 +128,25 @@ class BridgeThread:
             raise self.error
 
 
+def create_signal_table(conn, schema: str) -> str:
+    """The re-snapshot signal table of docs/mappings.md in `schema`; returns its name for source.signal_table."""
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE `{schema}`.cdc_bridge_signal (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                    "bridge VARCHAR(100) NOT NULL, aggregate VARCHAR(100) NOT NULL, ids LONGTEXT NOT NULL, "
+                    "rows_json LONGTEXT NOT NULL, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB")
+    return f"{schema}.cdc_bridge_signal"
+
+
+def request_resnapshot(config_path: Path, aggregate: str, ids: list) -> str:
+    """`cdc-bridge snapshot --aggregate A --id X ...` as an operator runs it beside the bridge; its output."""
+    args = [a for i in ids for a in ("--id", str(i))]
+    cli = subprocess.run([sys.executable, "-m", "cdc_bridge.cli", "snapshot", "--config", str(config_path),
+                          "--aggregate", aggregate, *args], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         env={**os.environ, "CDC_BRIDGE__SOURCE__PASSWORD": mariadb.connection_settings()["password"]})
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    return cli.stdout
+
+
 def start_bridge_process(config_path: Path, log_path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "cdc_bridge.cli", "run", "--config", str(config_path)],
@@ -268,3 +287,21 @@ def validate_events(events: list[dict], mappings_dir: Path, db_settings: dict | 
         errors = sorted(validators[key].iter_errors(e), key=lambda x: list(x.path))
         assert not errors, f"{e['event_id']} does not match its schema: {errors[0].message} at {list(errors[0].path)}"
     return len(events)
+
+
+def orders_in_state(state_dir: Path, partitions: int) -> dict[str, dict]:
+    """The Order aggregates the bridge's LMDB holds (stopped bridge), shaped like orders_in_db()."""
+    from cdc_bridge.state.lmdb_store import LmdbStateStore
+
+    store = LmdbStateStore(state_dir, partitions=partitions, readonly=True)
+    try:
+        out: dict[str, dict] = {}
+        for p in range(partitions):
+            for rec in store.records(p):
+                s = rec.state
+                if rec.aggregate == "Order" and isinstance(s, dict) and s.get("exists"):
+                    out[rec.aggregate_id] = {"fields": dict(s["root"]),
+                                             "lines": {str(k): v for k, v in (s.get("children") or {}).get("lines", {}).items()}}
+        return out
+    finally:
+        store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -42,8 +43,8 @@ class Cluster:
         self.procs[who] = proc
         return proc
 
-    def run_embedded(self) -> subprocess.Popen:
-        return self.start("bridge", "run")
+    def run_embedded(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return self.start("bridge", "run", env=env)
 
     def ingest(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         return self.start("ingest", "ingest", env=env)
@@ -214,3 +215,42 @@ class Workload:
         self.stopped.set()
         self.thread.join(30)
         assert self.error is None, f"the writer failed: {self.error!r}"
+
+
+READY = {"bridge": "binlog source starting", "ingest": "binlog source starting", "w1": "partition started",
+         "w2": "partition started", "w3": "partition started"}
+FAULTS = {"open": ("CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS", "fault injection: Kafka transaction open"),
+          "lmdb": ("CDC_BRIDGE_FAULT_DELAY_LMDB_WRITE_MS", "fault injection: LMDB write held")}
+
+
+def kill_rounds(cluster: Cluster, plan: list[str], rng: random.Random,
+                restart: dict[str, Callable[..., Any]]) -> Counter:
+    """SIGKILL the process each round of `plan` names, then restart it with restart[who](). A round is
+    "<who>": killed a random 0.2-1.5 s after it works again (its READY line logged once more);
+    "<who>+any": a random 0.1-2.5 s after its restart, often inside its recovery;
+    "<who>+open": restarted with every Kafka transaction held open 1.5 s, killed inside one;
+    "<who>+lmdb": restarted with every LMDB write held 1.5 s after its Kafka commit, killed inside one
+    (LMDB is behind Kafka: the next start re-applies without publishing, or restores from the changelog).
+    Returns how many kills of each kind were made."""
+    kinds: Counter = Counter()
+    for round_ in plan:
+        who, _, how = round_.partition("+")
+        if how in FAULTS:
+            var, marker = FAULTS[how]
+            cluster.signal(who, signal.SIGKILL)
+            before = cluster.log_count(who, marker)
+            restart[who](env={var: "1500"})
+            h.wait_for(lambda: cluster.assert_alive() or cluster.log_count(who, marker) > before, 60,
+                       f"{who} to log {marker!r}")
+            time.sleep(rng.uniform(0.1, 1.0))
+        elif how == "any":
+            sleep_alive(cluster, rng.uniform(0.1, 2.5))
+        else:
+            sleep_alive(cluster, rng.uniform(0.2, 1.5))
+        cluster.signal(who, signal.SIGKILL)
+        kinds[how or "working"] += 1
+        ready = cluster.log_count(who, READY[who])
+        restart[who]()
+        if how != "any":
+            wait_log(cluster, who, READY[who], at_least=ready + 1)
+    return kinds

@@ -3,9 +3,6 @@ aggregate while the bridge runs (`cdc-bridge snapshot --aggregate Order --id 200
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import bridge_harness as h
 from devenv import mariadb
 from devenv.monolith import MonolithWriter, create_schema
@@ -18,11 +15,9 @@ def test_a_cascade_repaired_by_a_live_resnapshot_publishes_only_the_differences(
     with conn.cursor() as cur:
         cur.execute(f"ALTER TABLE `{db}`.order_lines ADD CONSTRAINT fk_lines FOREIGN KEY (order_id) "
                     f"REFERENCES `{db}`.orders (id) ON UPDATE CASCADE")
-        cur.execute(f"CREATE TABLE `{db}`.cdc_bridge_signal (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
-                    "bridge VARCHAR(100) NOT NULL, aggregate VARCHAR(100) NOT NULL, ids LONGTEXT NOT NULL, "
-                    "rows_json LONGTEXT NOT NULL, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB")
+    signal_table = h.create_signal_table(conn, db)
     topic = h.write_orders_mapping(tmp_path / "mappings", db)
-    cfg = h.bridge_config(tmp_path, db, source={"signal_table": f"{db}.cdc_bridge_signal"},
+    cfg = h.bridge_config(tmp_path, db, source={"signal_table": signal_table},
                           held={"max_age_seconds": 100000, "max_count": 100000})
     config_path = h.write_config(tmp_path, cfg)
     writer = MonolithWriter(conn, db)
@@ -35,12 +30,8 @@ def test_a_cascade_repaired_by_a_live_resnapshot_publishes_only_the_differences(
     before = [e for e in h.events_of(h.read_topic(topic)) if e["aggregate_id"] == "2000"]
     assert [e["event_type"] for e in before] == ["OrderPlaced"] and before[0]["data"]["lines"] == []
 
-    cli = subprocess.run([sys.executable, "-m", "cdc_bridge.cli", "snapshot", "--config", str(config_path),
-                          "--aggregate", "Order", "--id", "2000", "--id", "99999"],
-                         capture_output=True, text=True, cwd=h.ROOT, timeout=60,
-                         env={**__import__("os").environ, "CDC_BRIDGE__SOURCE__PASSWORD": cfg["source"]["password"]})
-    assert cli.returncode == 0, cli.stdout + cli.stderr
-    assert "re-snapshot of Order 2000, 99999 requested (4 rows read" in cli.stdout
+    out = h.request_resnapshot(config_path, "Order", [2000, 99999])
+    assert "re-snapshot of Order 2000, 99999 requested (4 rows read" in out
     writer.step()
     bridge.wait_position(conn)
     bridge.stop()
