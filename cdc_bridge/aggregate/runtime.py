@@ -157,7 +157,8 @@ class AggregateRuntime:
             if decider is None:
                 raise UnknownAggregateError(
                     f"command for aggregate {aggregate!r}, which has no mapping loaded "
-                    f"(known: {', '.join(sorted(deciders)) or 'none'})"
+                    f"(known: {', '.join(sorted(deciders)) or 'none'}); with aggregate workers: ingest runs "
+                    "newer mappings than this worker, restart every worker with the mapping files ingest reads"
                 )
             if len(cmds) > 1:
                 cmds.sort(key=_by_index)   # stable: binlog order within the transaction
