@@ -287,17 +287,17 @@ class AggregateRuntime:
         topic = self.topics[aggregate]
         version = self.schema_versions[aggregate]
         events = result.events
+        commit_ts, occurred_at = txn.commit_ts, encoded.occurred_at
         for event_type, table, data_json, internal, tombstone in drafts:
             if internal:
                 continue
             sequence += 1
             source, source_json = encoded.source(table)
-            events.append(DomainEvent(
-                event_type=event_type, aggregate=aggregate, aggregate_id=aggregate_id, sequence=sequence,
-                schema_version=version, occurred_at=txn.commit_ts, source=source, data=loads(data_json),
-                topic=topic, extra_headers={TOMBSTONE_HEADER: "1"} if tombstone else {},
-                value_json=core.envelope(event_type, aggregate, aggregate_id, sequence, version, encoded.occurred_at,
-                                         source_json, data_json)))
+            events.append(DomainEvent(   # positional: this runs once per event
+                event_type, aggregate, aggregate_id, sequence, version, commit_ts, source, loads(data_json), topic,
+                {TOMBSTONE_HEADER: "1"} if tombstone else {},
+                core.envelope(event_type, aggregate, aggregate_id, sequence, version, occurred_at, source_json,
+                              data_json)))
         if rejections:
             result.dead_letters.extend(reject(cmds[i], reason, detail) for i, reason, detail in rejections)
         grew = False

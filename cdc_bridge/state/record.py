@@ -11,6 +11,21 @@ _STATE_KEY = b',"state":'
 _HEAD_KEYS = frozenset({"aggregate", "aggregate_id", "sequence", "last_position", "held_since"})
 
 
+_positions: dict[tuple, SourcePosition] = {}
+
+
+def _position(d: dict[str, Any]) -> SourcePosition:
+    """SourcePosition.from_dict, shared: the records a transaction wrote all carry its position, and
+    building the frozen dataclass cost more than reading the rest of the record."""
+    key = (d.get("gtid"), d["binlog_file"], d["binlog_pos"])
+    pos = _positions.get(key)
+    if pos is None:
+        if len(_positions) >= 4096:   # bounded: positions of recent transactions repeat, old ones do not
+            _positions.clear()
+        pos = _positions[key] = SourcePosition.from_dict(d)
+    return pos
+
+
 class AggregateRecord:
     """The persisted state of one aggregate instance.
 
@@ -116,6 +131,6 @@ class AggregateRecord:
             if type(head) is dict and head.keys() == _HEAD_KEYS:
                 pos = head["last_position"]
                 return cls(head["aggregate"], head["aggregate_id"], None, int(head["sequence"]),
-                           SourcePosition.from_dict(pos) if pos else None, head["held_since"],
+                           _position(pos) if pos else None, head["held_since"],
                            state_json=raw[i + len(_STATE_KEY):-1])
         return cls.from_json_dict(loads(raw))
