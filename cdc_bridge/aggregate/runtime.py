@@ -264,6 +264,7 @@ class AggregateRuntime:
         got = self._cores.get(aggregate)
         if got is None or got[0] is not decider:
             got = self._cores[aggregate] = (decider, core_for(decider))
+            log.info("apply path", aggregate=aggregate, compiled=got[1] is not None)
         return got[1]
 
     def _apply_group_native(self, core: Any, partition: int, record: AggregateRecord | None, cmds: list[Command],
