@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::rc::Rc;
 
-use indexmap::IndexMap;
+use std::collections::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 
@@ -16,7 +16,7 @@ use crate::json::dumps_map;
 use crate::unsupported;
 use crate::value::{
     dict_from_py, from_py, key, literal_from_py, map_with_capacity, new_map, num_cmp, py_eq, py_float, py_str,
-    scalar_class, to_py, Hasher, Key, Map, Val, R,
+    scalar_class, to_py, Key, Map, Val, R,
 };
 
 // Internal (never published) event types, as in declarative.py
@@ -308,10 +308,10 @@ enum Name {
     Internal(&'static str),
 }
 
-type Colls = IndexMap<Key, Rc<Map>, Hasher>;
+type Colls = crate::map::OMap<Rc<Map>>;
 
 fn new_colls() -> Colls {
-    Colls::with_hasher(Hasher::default())
+    Colls::new()
 }
 
 /// EventDraft plus the meta the declarative decider keeps in it.
@@ -371,8 +371,7 @@ fn as_dict(v: &Val) -> R<&Rc<Map>> {
 
 /// `{**a, **b}`
 fn merge(a: &Map, b: &Map) -> Map {
-    let mut m = map_with_capacity(a.len() + b.len());
-    m.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut m = a.clone();
     for (k, v) in b.iter() {
         m.insert(k.clone(), v.clone());
     }
@@ -433,7 +432,7 @@ fn same_value(py: Python<'_>, a: &Val, b: &LitV) -> R<bool> {
 
 /// `dict(x or {})` stored back under `k` (in place when it is there, else appended), as evolve does.
 fn dict_slot<'m>(m: &'m mut Map, k: &Key) -> R<&'m mut Map> {
-    let slot = m.entry(k.clone()).or_insert(Val::Null);
+    let slot = m.get_or_insert_with(k, || Val::Null);
     if !matches!(slot, Val::Dict(_)) {
         if slot.truthy() {
             return Err(unsupported!("a {} where the reference expects a dict", slot.type_name()));
@@ -464,8 +463,8 @@ struct Txn<'a, 'py> {
     rejections: Vec<(usize, &'static str, String)>,
     created_at: Option<usize>,
     segment_start: usize,
-    added_at: IndexMap<(usize, Key), usize, Hasher>,
-    removed: IndexMap<usize, Map, Hasher>,
+    added_at: HashMap<(usize, Key), usize, foldhash::fast::RandomState>,
+    removed: Vec<Option<Map>>,
 }
 
 /// `{n: dict(c) for n, c in (state.get(k) or {}).items()}`
@@ -507,8 +506,8 @@ impl<'a, 'py> Txn<'a, 'py> {
             rejections: Vec::new(),
             created_at: None,
             segment_start: 0,
-            added_at: IndexMap::with_hasher(Hasher::default()),
-            removed: IndexMap::with_hasher(Hasher::default()),
+            added_at: HashMap::with_hasher(Default::default()),
+            removed: Vec::new(),
         })
     }
 
@@ -598,7 +597,7 @@ impl<'a, 'py> Txn<'a, 'py> {
                     return Err(unsupported!("held entries whose since values are not numbers"));
                 }
             }
-            let coll = Rc::make_mut(self.children.entry(name.clone()).or_insert_with(|| Rc::new(new_map())));
+            let coll = Rc::make_mut(self.children.get_or_insert_with(name, || Rc::new(new_map())));
             for (cid, e, _) in items {
                 let fields = e.get(&ctx.k_fields).ok_or_else(|| unsupported!("a held entry without fields"))?;
                 coll.insert(cid.clone(), Val::Dict(as_dict(fields)?.clone()));
@@ -720,9 +719,9 @@ impl<'a, 'py> Txn<'a, 'py> {
             let mut last_children: Vec<(usize, Map)> = Vec::with_capacity(ctx.child_names.len());
             for (ci, name) in ctx.child_names.iter().enumerate() {
                 let mut coll = self.children.get(name).map(|c| (**c).clone()).unwrap_or_else(new_map);
-                if let Some(rem) = self.removed.get(&ci) {
+                if let Some(Some(rem)) = self.removed.get(ci) {
                     for (cid, fields) in rem.iter() {
-                        coll.entry(cid.clone()).or_insert_with(|| fields.clone());
+                        coll.get_or_insert_with(cid, || fields.clone());
                     }
                 }
                 last_children.push((ci, coll));
@@ -777,7 +776,7 @@ impl<'a, 'py> Txn<'a, 'py> {
     fn child_of_dormant(&mut self, ci: usize, cmd: &Cmd<'py>) -> R<()> {
         let name = self.ctx.child_names[ci].clone();
         let cid = &cmd.entity_id;
-        let coll = self.children.entry(name).or_insert_with(|| Rc::new(new_map()));
+        let coll = self.children.get_or_insert_with(&name, || Rc::new(new_map()));
         if cmd.op == Op::Delete {
             if coll.contains_key(cid) {
                 let popped = Rc::make_mut(coll).shift_remove(cid).unwrap();
@@ -806,7 +805,7 @@ impl<'a, 'py> Txn<'a, 'py> {
         let name = ctx.child_names[ci].clone();
         let cid = &cmd.entity_id;
         let op = cmd.op;
-        let coll = self.children.entry(name).or_insert_with(|| Rc::new(new_map()));
+        let coll = self.children.get_or_insert_with(&name, || Rc::new(new_map()));
         let cur = coll.get(cid).filter(|v| !v.is_null()).cloned();
         match (op, cur) {
             (Op::Insert, Some(_)) => {
@@ -850,12 +849,15 @@ impl<'a, 'py> Txn<'a, 'py> {
                 if self.created_at.is_some() {
                     return Ok(());
                 }
-                if let Some(at) = self.added_at.shift_remove(&(ci, cid.clone())) {
+                if let Some(at) = self.added_at.remove(&(ci, cid.clone())) {
                     self.out[at] = None;
                     return Ok(());
                 }
                 let data = last.clone();
-                self.removed.entry(ci).or_insert_with(new_map).insert(cid.clone(), Val::Dict(Rc::new(last)));
+                if self.removed.len() <= ci {
+                    self.removed.resize_with(ci + 1, || None);
+                }
+                self.removed[ci].get_or_insert_with(new_map).insert(cid.clone(), Val::Dict(Rc::new(last)));
                 let c = &spec.children[ci];
                 let d = Draft::new(Name::Spec(c.removed.clone_ref(py)), &cmd.table, data, false, Kind::ChildRemoved)
                     .child(ci, cid);
@@ -870,7 +872,7 @@ impl<'a, 'py> Txn<'a, 'py> {
         let name = ctx.child_names[ci].clone();
         let cid = &cmd.entity_id;
         let op = cmd.op;
-        let coll = self.held.entry(name.clone()).or_insert_with(|| Rc::new(new_map()));
+        let coll = self.held.get_or_insert_with(&name, || Rc::new(new_map()));
         let entry = coll.get(cid).filter(|v| !v.is_null()).cloned();
         match (op, entry) {
             (Op::Insert, Some(_)) => {

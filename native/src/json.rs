@@ -16,7 +16,7 @@
 use std::rc::Rc;
 
 use crate::unsupported;
-use crate::value::{map_with_capacity, Map, Unsupported, Val, R};
+use crate::value::{map_with_capacity, Map, Val, R};
 
 /// Nesting accepted when reading a state document (see value::MAX_PY_DEPTH).
 pub const MAX_JSON_DEPTH: usize = 200;
@@ -224,25 +224,36 @@ pub fn write_float(buf: &mut Vec<u8>, f: f64, repr: bool) -> bool {
 pub fn loads(b: &[u8]) -> R<Val> {
     // UTF-8 checked once; string slices are then cut at ASCII bytes only
     std::str::from_utf8(b).map_err(|_| unsupported!("state JSON is not UTF-8"))?;
-    let mut p = Parser { b, i: 0, depth: 0 };
-    p.ws();
-    let v = p.value()?;
-    p.ws();
-    if p.i != b.len() {
-        return Err(p.err("trailing data"));
-    }
-    Ok(v)
+    let mut p = Parser { b, i: 0, depth: 0, what: "" };
+    let parsed = (|| {
+        p.ws();
+        let v = p.value()?;
+        p.ws();
+        if p.i != b.len() {
+            return Err(p.err("trailing data"));
+        }
+        Ok(v)
+    })();
+    parsed.map_err(|PErr| unsupported!("state JSON: {} at byte {}", p.what, p.i))
 }
+
+/// A parse error; its message stays in the parser (a small error keeps Result<Val, _> in registers).
+struct PErr;
+
+type P<T> = Result<T, PErr>;
 
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
     depth: usize,
+    what: &'static str,
 }
 
 impl<'a> Parser<'a> {
-    fn err(&self, what: &str) -> Unsupported {
-        unsupported!("state JSON: {what} at byte {}", self.i)
+    #[cold]
+    fn err(&mut self, what: &'static str) -> PErr {
+        self.what = what;
+        PErr
     }
 
     #[inline]
@@ -257,7 +268,7 @@ impl<'a> Parser<'a> {
         self.b.get(self.i).copied()
     }
 
-    fn lit(&mut self, word: &[u8], v: Val) -> R<Val> {
+    fn lit(&mut self, word: &[u8], v: Val) -> P<Val> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
             Ok(v)
@@ -266,7 +277,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn value(&mut self) -> R<Val> {
+    fn value(&mut self) -> P<Val> {
         match self.peek() {
             Some(b'{') => self.object(),
             Some(b'[') => self.array(),
@@ -279,7 +290,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn enter(&mut self) -> R<()> {
+    fn enter(&mut self) -> P<()> {
         self.depth += 1;
         if self.depth > MAX_JSON_DEPTH {
             return Err(self.err("nesting too deep"));
@@ -289,7 +300,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn object(&mut self) -> R<Val> {
+    fn object(&mut self) -> P<Val> {
         self.enter()?;
         let mut m = map_with_capacity(8);
         if self.peek() == Some(b'}') {
@@ -327,7 +338,7 @@ impl<'a> Parser<'a> {
         Ok(Val::Dict(Rc::new(m)))
     }
 
-    fn array(&mut self) -> R<Val> {
+    fn array(&mut self) -> P<Val> {
         self.enter()?;
         let mut out = Vec::new();
         if self.peek() == Some(b']') {
@@ -354,7 +365,7 @@ impl<'a> Parser<'a> {
         Ok(Val::List(Rc::new(out)))
     }
 
-    fn string(&mut self) -> R<Rc<str>> {
+    fn string(&mut self) -> P<Rc<str>> {
         self.i += 1; // the opening quote
         let start = self.i;
         let b = self.b;
@@ -363,8 +374,9 @@ impl<'a> Parser<'a> {
             let c = b[i];
             if c == b'"' {
                 self.i = i + 1;
-                // SAFETY-free: the input is valid UTF-8 and i, start sit next to ASCII bytes
-                return Ok(Rc::from(std::str::from_utf8(&b[start..i]).unwrap()));
+                // SAFETY: loads() checked the whole input is UTF-8, and start / i sit next to ASCII
+                // quotes, so the slice is whole characters
+                return Ok(Rc::from(unsafe { std::str::from_utf8_unchecked(&b[start..i]) }));
             }
             if c == b'\\' {
                 break;
@@ -433,7 +445,7 @@ impl<'a> Parser<'a> {
         Err(self.err("unterminated string"))
     }
 
-    fn hex4(&self, at: usize) -> R<u32> {
+    fn hex4(&mut self, at: usize) -> P<u32> {
         let h = self.b.get(at..at + 4).ok_or_else(|| self.err("short \\u escape"))?;
         let mut v = 0u32;
         for &c in h {
@@ -443,7 +455,7 @@ impl<'a> Parser<'a> {
         Ok(v)
     }
 
-    fn number(&mut self) -> R<Val> {
+    fn number(&mut self) -> P<Val> {
         let b = self.b;
         let start = self.i;
         let mut i = start;
@@ -488,7 +500,8 @@ impl<'a> Parser<'a> {
             }
         }
         self.i = i;
-        let text = std::str::from_utf8(&b[start..i]).unwrap();
+        // SAFETY: ASCII digits, signs, '.', 'e' only
+        let text = unsafe { std::str::from_utf8_unchecked(&b[start..i]) };
         if is_float {
             let f: f64 = text.parse().map_err(|_| self.err("bad float"))?;
             if !f.is_finite() {

@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 
 mod decide;
 mod json;
+mod map;
 mod value;
 
 use value::{py_str, Unsupported, R};
@@ -216,3 +217,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_loads, m)?)?;
     Ok(())
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -8,14 +8,12 @@
 use std::cmp::Ordering;
 use std::rc::Rc;
 
-use indexmap::IndexMap;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
-pub type Key = Rc<str>;
-pub type Hasher = foldhash::fast::RandomState;
-pub type Map = IndexMap<Key, Val, Hasher>;
+pub use crate::map::Key;
+pub type Map = crate::map::OMap<Val>;
 
 /// Nesting accepted from Python objects (payloads). orjson writes up to 254 nested containers and
 /// hands deeper documents to the stdlib (whose floats differ); with these limits every document
@@ -56,11 +54,11 @@ macro_rules! unsupported {
 }
 
 pub fn new_map() -> Map {
-    Map::with_hasher(Hasher::default())
+    Map::new()
 }
 
 pub fn map_with_capacity(n: usize) -> Map {
-    Map::with_capacity_and_hasher(n, Hasher::default())
+    Map::with_capacity(n)
 }
 
 pub fn key(s: &str) -> Key {
@@ -255,7 +253,7 @@ pub fn py_eq(py: Python<'_>, a: &Val, b: &Val) -> R<bool> {
                 return Ok(false);
             }
             for (k, v) in x.iter() {
-                match y.get(k) {
+                match y.get(&**k) {
                     Some(w) => {
                         if !py_eq(py, v, w)? {
                             return Ok(false);
