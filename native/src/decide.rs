@@ -361,10 +361,22 @@ impl<'py> Draft<'py> {
 
 // ------------------------------------------------------------------------------- helpers
 
-/// `dict(v)` of a value that must be a dict here.
-fn as_dict(v: &Val) -> R<&Rc<Map>> {
+/// `dict(v)` of a value that must be a dict here (a raw one is parsed).
+fn as_dict(v: &Val) -> R<Rc<Map>> {
     match v {
-        Val::Dict(d) => Ok(d),
+        Val::Dict(d) => Ok(d.clone()),
+        Val::Raw(r) => match r.parse() {
+            Val::Dict(d) => Ok(d),
+            _ => unreachable!("raw JSON is an object"),
+        },
+        other => Err(unsupported!("a {} where the reference expects a dict", other.type_name())),
+    }
+}
+
+/// `dict(v)` as a value: a dict, raw or parsed, as it is (an equal copy).
+fn dict_val(v: &Val) -> R<Val> {
+    match v {
+        Val::Dict(_) | Val::Raw(_) => Ok(v.clone()),
         other => Err(unsupported!("a {} where the reference expects a dict", other.type_name())),
     }
 }
@@ -433,6 +445,9 @@ fn same_value(py: Python<'_>, a: &Val, b: &LitV) -> R<bool> {
 /// `dict(x or {})` stored back under `k` (in place when it is there, else appended), as evolve does.
 fn dict_slot<'m>(m: &'m mut Map, k: &Key) -> R<&'m mut Map> {
     let slot = m.get_or_insert_with(k, || Val::Null);
+    if let Val::Raw(r) = slot {
+        *slot = r.parse();
+    }
     if !matches!(slot, Val::Dict(_)) {
         if slot.truthy() {
             return Err(unsupported!("a {} where the reference expects a dict", slot.type_name()));
@@ -472,9 +487,9 @@ fn colls_of(state: &Map, k: &Key) -> R<Colls> {
     let mut out = new_colls();
     match state.get(k) {
         None => {}
-        Some(Val::Dict(d)) => {
-            for (n, c) in d.iter() {
-                out.insert(n.clone(), as_dict(c)?.clone());
+        Some(d @ (Val::Dict(_) | Val::Raw(_))) => {
+            for (n, c) in as_dict(d)?.iter() {
+                out.insert(n.clone(), as_dict(c)?);
             }
         }
         Some(v) if !v.truthy() => {}
@@ -488,7 +503,7 @@ impl<'a, 'py> Txn<'a, 'py> {
         let flag = |k: &Key| state.get(k).map(|v| v.truthy()).unwrap_or(false);
         let root = match state.get(&ctx.k_root) {
             None | Some(Val::Null) => None,
-            Some(v) => Some(as_dict(v)?.clone()),
+            Some(v) => Some(as_dict(v)?),
         };
         Ok(Txn {
             py,
@@ -579,16 +594,16 @@ impl<'a, 'py> Txn<'a, 'py> {
         // Children held before the root arrived join it now, oldest first.
         let held = std::mem::replace(&mut self.held, new_colls());
         for (name, entries) in held.iter() {
-            let mut items: Vec<(&Key, &Rc<Map>, &Val)> = Vec::with_capacity(entries.len());
+            let mut items: Vec<(&Key, Rc<Map>, Val)> = Vec::with_capacity(entries.len());
             for (cid, entry) in entries.iter() {
                 let e = as_dict(entry)?;
-                let since = e.get(&ctx.k_since).ok_or_else(|| unsupported!("a held entry without since"))?;
+                let since = e.get(&ctx.k_since).ok_or_else(|| unsupported!("a held entry without since"))?.clone();
                 items.push((cid, e, since));
             }
             if items.len() > 1 {
                 let mut bad = false;
                 items.sort_by(|a, b| {
-                    num_cmp(a.2, b.2).unwrap_or_else(|| {
+                    num_cmp(&a.2, &b.2).unwrap_or_else(|| {
                         bad = true;
                         Ordering::Equal
                     })
@@ -600,7 +615,7 @@ impl<'a, 'py> Txn<'a, 'py> {
             let coll = Rc::make_mut(self.children.get_or_insert_with(name, || Rc::new(new_map())));
             for (cid, e, _) in items {
                 let fields = e.get(&ctx.k_fields).ok_or_else(|| unsupported!("a held entry without fields"))?;
-                coll.insert(cid.clone(), Val::Dict(as_dict(fields)?.clone()));
+                coll.insert(cid.clone(), dict_val(fields)?);
             }
         }
         self.exists = true;
@@ -729,7 +744,7 @@ impl<'a, 'py> Txn<'a, 'py> {
             // a large aggregate: the children beyond max_embedded_children leave first, one removed event each
             let (embedded, overflow) = self.split(last_children.iter().map(|(ci, c)| (*ci, c)));
             for (ci, cid, fields) in overflow {
-                let fields = as_dict(&fields)?.clone();
+                let fields = as_dict(&fields)?;
                 let mut data = (*fields).clone();
                 data.insert(ctx.context_key.clone(), Val::Dict(Rc::new(self.context(Some(&last_root), ci))));
                 let c = &spec.children[ci];
@@ -789,7 +804,7 @@ impl<'a, 'py> Txn<'a, 'py> {
             return Ok(());
         }
         let fields = match coll.get(cid) {
-            Some(v) if v.truthy() => Rc::new(merge(as_dict(v)?, &cmd.payload)),
+            Some(v) if v.truthy() => Rc::new(merge(&*as_dict(v)?, &cmd.payload)),
             _ => Rc::new((*cmd.payload).clone()),
         };
         Rc::make_mut(coll).insert(cid.clone(), Val::Dict(fields.clone()));
@@ -829,8 +844,8 @@ impl<'a, 'py> Txn<'a, 'py> {
             }
             (Op::Update | Op::Snapshot, Some(cur)) => {
                 let cur = as_dict(&cur)?;
-                let new = Rc::new(merge(cur, &cmd.payload));
-                let changes = diff(py, ctx, cur, &new)?;
+                let new = Rc::new(merge(&cur, &cmd.payload));
+                let changes = diff(py, ctx, &cur, &new)?;
                 Rc::make_mut(coll).insert(cid.clone(), Val::Dict(new.clone()));
                 if changes.is_empty() || self.created_at.is_some() || self.added_at.contains_key(&(ci, cid.clone())) {
                     return Ok(());
@@ -844,7 +859,7 @@ impl<'a, 'py> Txn<'a, 'py> {
                 self.emit(d);
             }
             (Op::Delete, Some(cur)) => {
-                let last = merge(as_dict(&cur)?, &cmd.payload);
+                let last = merge(&*as_dict(&cur)?, &cmd.payload);
                 Rc::make_mut(coll).shift_remove(cid);
                 if self.created_at.is_some() {
                     return Ok(());
@@ -905,8 +920,8 @@ impl<'a, 'py> Txn<'a, 'py> {
                 };
                 let entry = as_dict(&entry)?;
                 let old = entry.get(&ctx.k_fields).ok_or_else(|| unsupported!("a held entry without fields"))?;
-                let fields = Rc::new(merge(as_dict(old)?, &cmd.payload));
-                let mut e = (**entry).clone();
+                let fields = Rc::new(merge(&*as_dict(old)?, &cmd.payload));
+                let mut e = (*entry).clone();
                 e.insert(ctx.k_fields.clone(), Val::Dict(fields.clone()));
                 Rc::make_mut(coll).insert(cid.clone(), Val::Dict(Rc::new(e)));
                 let mut d = Draft::new(Name::Internal(HELD_CHILD_CHANGED), &cmd.table, new_map(), true, Kind::HeldChanged)
@@ -957,7 +972,7 @@ impl<'a, 'py> Txn<'a, 'py> {
             if let Some((_, coll)) = embedded.iter().find(|(c, _)| *c == ci) {
                 list.reserve(coll.len());
                 for f in coll.values() {
-                    list.push(Val::Dict(as_dict(f)?.clone()));
+                    list.push(dict_val(f)?);
                 }
             }
             data.insert(name.clone(), Val::List(Rc::new(list)));
@@ -995,7 +1010,7 @@ impl<'a, 'py> Txn<'a, 'py> {
                     .get(&ctx.child_names[*ci])
                     .and_then(|c| c.get(cid))
                     .ok_or_else(|| unsupported!("an added child missing at the end (KeyError)"))?;
-                let fields = as_dict(fields)?.clone();
+                let fields = as_dict(fields)?;
                 let d = self.out[*at].as_mut().unwrap();
                 d.data = (*fields).clone();
                 d.fields = Some(fields);
@@ -1021,7 +1036,7 @@ impl<'a, 'py> Txn<'a, 'py> {
                 // a large aggregate: the other children follow right after it, one added event each
                 let mut extra = Vec::with_capacity(overflow.len());
                 for (ci, cid, fields) in overflow {
-                    let fields = as_dict(&fields)?.clone();
+                    let fields = as_dict(&fields)?;
                     let c = &spec.children[ci];
                     let mut d =
                         Draft::new(Name::Spec(c.added.clone_ref(py)), c.table.bind(py), (*fields).clone(), false, Kind::ChildAdded)
@@ -1108,7 +1123,7 @@ fn evolve(ctx: &Ctx, state: &mut Map, d: &Draft) -> R<()> {
                     }
                     Kind::HeldChanged => {
                         let cur = coll.get(id).ok_or_else(|| unsupported!("held_changed of a child not held (KeyError)"))?;
-                        let mut e = (**as_dict(cur)?).clone();
+                        let mut e = (*as_dict(cur)?).clone();
                         e.insert(ctx.k_fields.clone(), Val::Dict(d.fields.clone().unwrap()));
                         coll.insert(id.clone(), Val::Dict(Rc::new(e)));
                     }
@@ -1150,7 +1165,7 @@ pub fn apply<'py>(
     let aggregate_id = py_str(aggregate_id)?;
     let mut state = match state_json {
         None => initial_state(&ctx),
-        Some(b) => match crate::json::loads(b)? {
+        Some(b) => match crate::json::loads_state(b)? {
             Val::Dict(d) => Rc::try_unwrap(d).unwrap_or_else(|d| (*d).clone()),
             other => return Err(unsupported!("a state that is a {}", other.type_name())),
         },
@@ -1181,11 +1196,13 @@ pub fn apply<'py>(
     match state.get(&ctx.k_held) {
         None => {}
         Some(v) if !v.truthy() => {}
-        Some(Val::Dict(held)) => {
+        Some(held @ (Val::Dict(_) | Val::Raw(_))) => {
+            let held = as_dict(held)?;
             for (entity, entries) in held.iter() {
                 let entries = as_dict(entries)?;
                 for (eid, entry) in entries.iter() {
-                    let since = as_dict(entry)?
+                    let entry = as_dict(entry)?;
+                    let since = entry
                         .get(&ctx.k_since)
                         .ok_or_else(|| unsupported!("a held entry without since"))?;
                     held_out.push(PyTuple::new(

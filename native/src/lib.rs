@@ -205,6 +205,12 @@ fn _loads(py: Python<'_>, raw: &[u8]) -> PyResult<PyObject> {
     value::to_py(py, &v)
 }
 
+/// json::has_digit_run (tests).
+#[pyfunction]
+fn _has_digit_run(raw: &[u8], n: usize) -> bool {
+    n > 0 && json::has_digit_run(raw, n)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // the spec format decide::Spec::from_dict reads (aggregate/native.py refuses a stale build)
@@ -215,6 +221,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_dumps, m)?)?;
     m.add_function(wrap_pyfunction!(_reencode, m)?)?;
     m.add_function(wrap_pyfunction!(_loads, m)?)?;
+    m.add_function(wrap_pyfunction!(_has_digit_run, m)?)?;
     Ok(())
 }
 

@@ -34,6 +34,8 @@ pub enum Val {
     Str(Rc<str>),
     List(Rc<Vec<Val>>),
     Dict(Rc<Map>),
+    /// a dict still as the state's JSON bytes (json::loads_state): parsed when looked into
+    Raw(Rc<crate::json::RawJson>),
 }
 
 /// Why the core cannot answer exactly; the Python wrapper then takes the reference path.
@@ -78,6 +80,7 @@ impl Val {
             Val::Str(s) => !s.is_empty(),
             Val::List(l) => !l.is_empty(),
             Val::Dict(d) => !d.is_empty(),
+            Val::Raw(r) => !r.is_empty(),
         }
     }
 
@@ -110,7 +113,7 @@ impl Val {
             Val::Float(_) => "float",
             Val::Str(_) => "str",
             Val::List(_) => "list",
-            Val::Dict(_) => "dict",
+            Val::Dict(_) | Val::Raw(_) => "dict",
         }
     }
 }
@@ -123,8 +126,9 @@ pub fn from_py(obj: &Bound<'_, PyAny>, depth: usize) -> R<Val> {
     from_py_inner(obj, depth, false)
 }
 
-/// A mapping rule's literal (a transition's from/to): like from_py, but +-infinity is kept
-/// (float("inf") == float("Infinity") matters there; rows never carry one).
+/// A mapping rule's literal (a transition's from/to): like from_py, but NaN and +-infinity are kept:
+/// same_value() compares them (a str "inf" equals float("inf"); float(a) == float(nan) is False
+/// once float(a) did not raise).
 pub fn literal_from_py(obj: &Bound<'_, PyAny>) -> R<Val> {
     from_py_inner(obj, 0, true)
 }
@@ -144,7 +148,7 @@ fn from_py_inner(obj: &Bound<'_, PyAny>, depth: usize, allow_inf: bool) -> R<Val
     }
     if let Ok(f) = obj.downcast_exact::<PyFloat>() {
         let v = f.value();
-        if v.is_nan() || (v.is_infinite() && !allow_inf) {
+        if !v.is_finite() && !allow_inf {
             return Err(unsupported!("float {v} (orjson writes null; Python compares it its own way)"));
         }
         return Ok(Val::Float(v));
@@ -199,6 +203,7 @@ fn int_from_py(i: &Bound<'_, PyInt>) -> R<Val> {
 
 pub fn to_py(py: Python<'_>, v: &Val) -> PyResult<PyObject> {
     Ok(match v {
+        Val::Raw(r) => to_py(py, &r.parse())?,
         Val::Null => py.None(),
         Val::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
         Val::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
@@ -228,6 +233,12 @@ fn big_to_py<'py>(py: Python<'py>, s: &str) -> PyResult<Bound<'py, PyAny>> {
 
 /// `a == b` as Python evaluates it for these values.
 pub fn py_eq(py: Python<'_>, a: &Val, b: &Val) -> R<bool> {
+    if let Val::Raw(r) = a {
+        return py_eq(py, &r.parse(), b);
+    }
+    if let Val::Raw(r) = b {
+        return py_eq(py, a, &r.parse());
+    }
     Ok(match (a, b) {
         (Val::Null, Val::Null) => true,
         (Val::Str(x), Val::Str(y)) => x == y,
