@@ -13,7 +13,9 @@ implementations get identical inputs and their outputs are checked equal before 
   large      orders of 200 lines; each transaction changes 5 lines of one order (state and events are large)
   captured   (--captured) bench/micro.py's SourceTransactions translated by the orders mapping
 Timing: time.process_time around all calls of a stream, divided by its commands (apply) or events
-(envelope); the median of --repeat runs. The apply of a call includes what the API includes: reading
+(envelope); the median of --repeat runs. The interpreter runs as the daemon does (cdc_bridge.tuning.tune():
+the recorded calls frozen out of the collector's scans, young collections every 50,000 allocations);
+--no-tuning keeps CPython's defaults. The apply of a call includes what the API includes: reading
 the state JSON, deciding, evolving, writing state and event data JSON.
 """
 
@@ -224,6 +226,7 @@ def main() -> int:
     ap.add_argument("--large-txns", type=int, default=2000, help="transactions of the large stream")
     ap.add_argument("--captured", help="bench/micro.py capture's txns.pickle (translated by the orders mapping)")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-tuning", action="store_true", help="CPython's garbage collector defaults")
     args = ap.parse_args()
 
     mapping = AggregateMapping.model_validate(yaml.safe_load((ROOT / "mappings" / "orders.yaml").read_text()))
@@ -237,19 +240,27 @@ def main() -> int:
     streams = {"orders": orders_calls(args.txns), "large": large_calls(args.large_txns)}
     if args.captured:
         streams["captured"] = captured_calls(args.captured)
-    print(f"median of {args.repeat} runs, CPU time (time.process_time), Python {sys.version.split()[0]}\n")
-    head = (f"{'stream':<10} {'calls':>7} {'commands':>9} {'events':>7} | {'apply µs/command':^25} | "
-            f"{'envelope µs/event':^23}")
-    print(head)
-    print(f"{'':<10} {'':>7} {'':>9} {'':>7} | {'python':>8} {'native':>8} {'ratio':>6} | {'python':>7} "
-          f"{'native':>7} {'ratio':>6}")
-    print("-" * len(head))
+    recorded = {}
     for name, stream in streams.items():
         calls, envelopes = record(ref, stream)
         for c in calls:   # the recorded outputs must agree before anything is timed
             assert nat.core.apply(*c) == ref.apply(*c), f"{name}: outputs differ for {c[2]}"
         for e in envelopes:
             assert nat.core.envelope(*e) == ref.envelope(*e)
+        recorded[name] = calls, envelopes
+    if not args.no_tuning:
+        from cdc_bridge.tuning import tune
+
+        tune()
+    print(f"median of {args.repeat} runs, CPU time (time.process_time), Python {sys.version.split()[0]}, "
+          f"garbage collector {'defaults' if args.no_tuning else 'as the daemon tunes it'}\n")
+    head = (f"{'stream':<10} {'calls':>7} {'commands':>9} {'events':>7} | {'apply µs/command':^25} | "
+            f"{'envelope µs/event':^23}")
+    print(head)
+    print(f"{'':<10} {'':>7} {'':>9} {'':>7} | {'python':>8} {'native':>8} {'ratio':>6} | {'python':>7} "
+          f"{'native':>7} {'ratio':>6}")
+    print("-" * len(head))
+    for name, (calls, envelopes) in recorded.items():
         n_cmds = sum(len(c[1]) for c in calls)
         py_apply = cpu(ref.apply, calls, args.repeat) / n_cmds * 1e6
         rs_apply = cpu(nat.core.apply, calls, args.repeat) / n_cmds * 1e6

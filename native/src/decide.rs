@@ -54,6 +54,8 @@ pub struct ChildSpec {
 
 /// What DeclarativeCore is built from (native.py derives it from a DeclarativeDecider).
 pub struct Spec {
+    /// unique per core (the per-thread Ctx cache's key)
+    id: u64,
     pub aggregate: String,
     context_key: String,
     created: Py<PyString>,
@@ -102,7 +104,9 @@ impl Spec {
                 enrich: get_item(&c, "enrich")?.extract()?,
             });
         }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Spec {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             aggregate: get_str(d, "aggregate")?,
             context_key: get_str(d, "context_key")?,
             created: get_pystr(d, "created")?,
@@ -163,8 +167,19 @@ struct Ctx {
     k_held: Key,
 }
 
+thread_local! {
+    /// Each core's Ctx, per thread (its keys are Rc: they cannot live in the core, which threads share).
+    static CTXS: std::cell::RefCell<HashMap<u64, Rc<Ctx>, foldhash::fast::RandomState>> =
+        std::cell::RefCell::new(HashMap::with_hasher(Default::default()));
+}
+
 impl Ctx {
+    fn for_spec(spec: &Spec) -> Rc<Ctx> {
+        CTXS.with(|c| c.borrow_mut().entry(spec.id).or_insert_with(|| Rc::new(Ctx::new(spec))).clone())
+    }
+
     fn new(spec: &Spec) -> Ctx {
+        let key = crate::value::intern;
         Ctx {
             context_key: key(&spec.context_key),
             child_names: spec.children.iter().map(|c| key(&c.name)).collect(),
@@ -217,10 +232,10 @@ enum Ent {
 }
 
 struct Cmd<'py> {
-    aggregate: Bound<'py, PyString>,
+    aggregate: Option<Bound<'py, PyString>>,   // when wrong (the rejection names it)
     wrong_aggregate: bool,
     entity: Ent,
-    entity_obj: Bound<'py, PyString>,
+    entity_obj: Option<Bound<'py, PyString>>,  // when unknown (its repr() is in the rejection)
     entity_id: Key,
     op: Op,
     payload: Rc<Map>,
@@ -232,52 +247,55 @@ struct Cmd<'py> {
 }
 
 /// One command tuple: (aggregate, entity, entity_id, operation, payload, before, table, soft,
-/// commit_ts, txn_id, position).
+/// commit_ts, txn_id, position). Items are borrowed (no reference counting) but the table, returned
+/// with the drafts, and what a rejection's detail needs.
 fn command<'py>(spec: &Spec, ctx: &Ctx, item: &Bound<'py, PyAny>) -> R<Cmd<'py>> {
     let t = item.downcast::<PyTuple>().map_err(|_| unsupported!("a command that is not a tuple"))?;
     if t.len() != 11 {
         return Err(unsupported!("a command tuple of {} items, not 11", t.len()));
     }
-    let s = |i: usize| -> R<Bound<'py, PyString>> {
-        t.get_item(i)?
-            .downcast_into_exact::<PyString>()
-            .map_err(|_| unsupported!("command item {i} is not a str"))
-    };
-    let aggregate = s(0)?;
-    let entity_obj = s(1)?;
-    let entity_id = s(2)?;
-    let operation = s(3)?;
-    let table = s(6)?;
-    let wrong_aggregate = py_str(&aggregate)? != spec.aggregate;
-    let ent = py_str(&entity_obj)?;
+    let item = |i: usize| t.get_borrowed_item(i);
+    let not_str = |i: usize| unsupported!("command item {i} is not a str");
+    let aggregate = item(0)?;
+    let aggregate = aggregate.downcast_exact::<PyString>().map_err(|_| not_str(0))?;
+    let entity_obj = item(1)?;
+    let entity_obj = entity_obj.downcast_exact::<PyString>().map_err(|_| not_str(1))?;
+    let entity_id = item(2)?;
+    let entity_id = entity_id.downcast_exact::<PyString>().map_err(|_| not_str(2))?;
+    let operation = item(3)?;
+    let operation = operation.downcast_exact::<PyString>().map_err(|_| not_str(3))?;
+    let table = item(6)?;
+    let table = table.downcast_exact::<PyString>().map_err(|_| not_str(6))?;
+    let wrong_aggregate = py_str(aggregate)? != spec.aggregate;
+    let ent = py_str(entity_obj)?;
     let entity = if ent == "root" {
         Ent::Root
     } else {
         ctx.child_index(ent).map(Ent::Child).unwrap_or(Ent::Unknown)
     };
-    let op = match py_str(&operation)? {
+    let op = match py_str(operation)? {
         "insert" => Op::Insert,
         "update" => Op::Update,
         "delete" => Op::Delete,
         "snapshot" => Op::Snapshot,
         other => return Err(unsupported!("operation {other:?}")),
     };
-    let payload = t.get_item(4)?;
+    let payload = item(4)?;
     let payload = payload.downcast_exact::<PyDict>().map_err(|_| unsupported!("a payload that is not a dict"))?;
-    let position = t.get_item(10)?;
+    let position = item(10)?;
     Ok(Cmd {
+        aggregate: if wrong_aggregate { Some(aggregate.clone()) } else { None },
+        entity_obj: if matches!(entity, Ent::Unknown) { Some(entity_obj.clone()) } else { None },
         wrong_aggregate,
         entity,
-        entity_id: key(py_str(&entity_id)?),
+        entity_id: key(py_str(entity_id)?),
         op,
         payload: Rc::new(dict_from_py(payload, 1)?),
-        soft: t.get_item(7)?.is_truthy()?,
-        commit_ts: from_py(&t.get_item(8)?, 0)?,
-        txn_id: from_py(&t.get_item(9)?, 0)?,
+        soft: item(7)?.is_truthy()?,
+        commit_ts: from_py(&*item(8)?, 0)?,
+        txn_id: from_py(&*item(9)?, 0)?,
         position: if position.is_none() { Val::Null } else { from_py(&position, 0)? },
-        aggregate,
-        entity_obj,
-        table,
+        table: table.clone(),
     })
 }
 
@@ -543,7 +561,8 @@ impl<'a, 'py> Txn<'a, 'py> {
     fn decide(&mut self, cmds: &[Cmd<'py>]) -> R<()> {
         for (i, cmd) in cmds.iter().enumerate() {
             if cmd.wrong_aggregate {
-                let d = format!("command for {} sent to {}", py_str(&cmd.aggregate)?, self.spec.aggregate);
+                let agg = cmd.aggregate.as_ref().expect("kept when wrong");
+                let d = format!("command for {} sent to {}", py_str(agg)?, self.spec.aggregate);
                 self.reject(i, "wrong_aggregate", d);
                 continue;
             }
@@ -551,7 +570,7 @@ impl<'a, 'py> Txn<'a, 'py> {
                 Ent::Root => self.root_command(i, cmd)?,
                 Ent::Child(ci) => self.child_command(ci, i, cmd)?,
                 Ent::Unknown => {
-                    let r = cmd.entity_obj.repr()?;
+                    let r = cmd.entity_obj.as_ref().expect("kept when unknown").repr()?;
                     let d = format!("{} has no child collection {}", self.spec.aggregate, py_str(&r)?);
                     self.reject(i, "unknown_entity", d);
                 }
@@ -1161,10 +1180,11 @@ pub fn apply<'py>(
     commands: &Bound<'py, PyAny>,
     aggregate_id: &Bound<'py, PyString>,
 ) -> R<Bound<'py, PyTuple>> {
-    let ctx = Ctx::new(spec);
+    let ctx = Ctx::for_spec(spec);
+    let ctx = &*ctx;
     let aggregate_id = py_str(aggregate_id)?;
     let mut state = match state_json {
-        None => initial_state(&ctx),
+        None => initial_state(ctx),
         Some(b) => match crate::json::loads_state(b)? {
             Val::Dict(d) => Rc::try_unwrap(d).unwrap_or_else(|d| (*d).clone()),
             other => return Err(unsupported!("a state that is a {}", other.type_name())),
@@ -1174,21 +1194,21 @@ pub fn apply<'py>(
     if let Ok(list) = commands.downcast::<PyList>() {
         cmds.reserve(list.len());
         for item in list.iter() {
-            cmds.push(command(spec, &ctx, &item)?);
+            cmds.push(command(spec, ctx, &item)?);
         }
     } else {
         for item in commands.try_iter()? {
-            cmds.push(command(spec, &ctx, &item?)?);
+            cmds.push(command(spec, ctx, &item?)?);
         }
     }
 
-    let mut txn = Txn::new(py, spec, &ctx, aggregate_id, &state)?;
+    let mut txn = Txn::new(py, spec, ctx, aggregate_id, &state)?;
     txn.decide(&cmds)?;
     let drafts: Vec<Draft> = std::mem::take(&mut txn.out).into_iter().flatten().collect();
     let rejections = std::mem::take(&mut txn.rejections);
     drop(txn);
     for d in &drafts {
-        evolve(&ctx, &mut state, d)?;
+        evolve(ctx, &mut state, d)?;
     }
 
     // held_entries(new state): (entity, entity_id, since)

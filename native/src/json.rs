@@ -261,7 +261,7 @@ pub fn loads_state(b: &[u8]) -> R<Val> {
     let mut p = Parser { b, i: 0, depth: 0, what: "", raw: Some(Rc::from(b)) };
     let parsed = (|| {
         p.ws();
-        let v = if p.peek() == Some(b'{') { p.object_with(Parser::state_item)? } else { p.value()? };
+        let v = if p.peek() == Some(b'{') { p.object_with(Parser::state_item, true)? } else { p.value()? };
         p.ws();
         if p.i != b.len() {
             return Err(p.err("trailing data"));
@@ -368,11 +368,12 @@ impl<'a> Parser<'a> {
     }
 
     fn object(&mut self) -> P<Val> {
-        self.object_with(Self::value)
+        self.object_with(Self::value, true)
     }
 
-    /// An object whose values are read by `item` (the state's levels read their values their own way).
-    fn object_with(&mut self, item: fn(&mut Self) -> P<Val>) -> P<Val> {
+    /// An object whose values are read by `item` (the state's levels read their values their own way);
+    /// `names`: its keys are names that recur (interned), not ids.
+    fn object_with(&mut self, item: fn(&mut Self) -> P<Val>, names: bool) -> P<Val> {
         self.enter()?;
         let mut m = map_with_capacity(8);
         if self.peek() == Some(b'}') {
@@ -384,7 +385,7 @@ impl<'a> Parser<'a> {
             if self.peek() != Some(b'"') {
                 return Err(self.err("expected a key"));
             }
-            let k = self.string()?;
+            let k = self.key(names)?;
             self.ws();
             if self.peek() != Some(b':') {
                 return Err(self.err("expected ':'"));
@@ -413,8 +414,21 @@ impl<'a> Parser<'a> {
     /// A value of the state's top level: "children" is read by colls_item.
     fn state_item(&mut self) -> P<Val> {
         // the key just read is the one before ':'; find it from the bytes (state keys are plain)
-        if self.peek() == Some(b'{') && self.b[..self.i].ends_with(b"\"children\":") {
-            return self.object_with(Self::colls_item);
+        if self.peek() == Some(b'{') {
+            if self.b[..self.i].ends_with(b"\"children\":") {
+                return self.object_with(Self::colls_item, true);
+            }
+            if self.b[..self.i].ends_with(b"\"held\":") {
+                return self.object_with(Self::ids_item, true);
+            }
+        }
+        self.value()
+    }
+
+    /// A collection of state["held"]: {id: entry}.
+    fn ids_item(&mut self) -> P<Val> {
+        if self.peek() == Some(b'{') {
+            return self.object_with(Self::value, false);
         }
         self.value()
     }
@@ -422,7 +436,7 @@ impl<'a> Parser<'a> {
     /// A collection of state["children"]: {id: fields}.
     fn colls_item(&mut self) -> P<Val> {
         if self.peek() == Some(b'{') {
-            return self.object_with(Self::child_item);
+            return self.object_with(Self::child_item, false);
         }
         self.value()
     }
@@ -467,6 +481,23 @@ impl<'a> Parser<'a> {
         }
         self.depth -= 1;
         Ok(Val::List(Rc::new(out)))
+    }
+
+    /// An object's key: interned when a name (no escapes: the plain bytes are the name).
+    fn key(&mut self, names: bool) -> P<Rc<str>> {
+        if names {
+            let start = self.i + 1;
+            let mut i = start;
+            while i < self.b.len() && ESCAPE[self.b[i] as usize] == 0 {
+                i += 1;
+            }
+            if self.b.get(i) == Some(&b'"') {
+                self.i = i + 1;
+                // SAFETY: as in string()
+                return Ok(crate::value::intern(unsafe { std::str::from_utf8_unchecked(&self.b[start..i]) }));
+            }
+        }
+        self.string()
     }
 
     fn string(&mut self) -> P<Rc<str>> {

@@ -51,7 +51,10 @@ impl<V> OMap<V> {
     fn find(&self, k: &str) -> Option<usize> {
         match &self.index {
             Some(ix) => ix.get(k).copied(),
-            None => self.entries.iter().position(|(ek, _)| ek.len() == k.len() && **ek == *k),
+            None => self
+                .entries
+                .iter()
+                .position(|(ek, _)| std::ptr::eq(ek.as_ptr(), k.as_ptr()) || (ek.len() == k.len() && **ek == *k)),
         }
     }
 

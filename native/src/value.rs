@@ -67,6 +67,28 @@ pub fn key(s: &str) -> Key {
     Rc::from(s)
 }
 
+thread_local! {
+    static INTERNED: std::cell::RefCell<std::collections::HashSet<Key, foldhash::fast::RandomState>> =
+        std::cell::RefCell::new(std::collections::HashSet::with_hasher(Default::default()));
+}
+
+/// Names that recur (field names, the state's keys): one allocation each per thread, equal keys then
+/// share it (map lookups compare the pointer first). Bounded: full, it starts over.
+pub fn intern(s: &str) -> Key {
+    INTERNED.with(|t| {
+        let mut t = t.borrow_mut();
+        if let Some(k) = t.get(s) {
+            return k.clone();
+        }
+        if t.len() >= 16_384 {
+            t.clear();
+        }
+        let k: Key = Rc::from(s);
+        t.insert(k.clone());
+        k
+    })
+}
+
 impl Val {
     /// Python's bool(value).
     pub fn truthy(&self) -> bool {
@@ -178,7 +200,7 @@ fn dict_from_py_inner(d: &Bound<'_, PyDict>, depth: usize, allow_inf: bool) -> R
     let mut m = map_with_capacity(d.len());
     for (k, v) in d.iter() {
         let k = k.downcast_exact::<PyString>().map_err(|_| unsupported!("a dict key that is not a str"))?;
-        m.insert(Rc::from(py_str(k)?), from_py_inner(&v, depth, allow_inf)?);
+        m.insert(intern(py_str(k)?), from_py_inner(&v, depth, allow_inf)?);
     }
     Ok(m)
 }
