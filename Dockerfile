@@ -1,17 +1,26 @@
 # cdc-bridge daemon image. State (LMDB) lives on the /var/lib/cdc-bridge volume;
 # mappings are mounted at /etc/cdc-bridge/mappings, the config at /etc/cdc-bridge/bridge.yaml.
 #
-# Build stage: the slim image has no compiler, and the C row decoder (cdc_bridge/source/_rowcodec.c)
-# is optional in setup.py, so a plain `pip install .` there would silently fall back to the slower
-# Python decoder. Build the wheel on the same base with gcc instead, and fail if it lacks the extension.
+# Build stage: the slim image has no compiler, and both compiled extensions are optional in setup.py
+# (the C row decoder cdc_bridge/source/_rowcodec.c and the Rust apply cdc_bridge._native, native/), so a
+# plain `pip install .` there would silently fall back to the slower Python code. Build the wheel on the
+# same base with gcc and a Rust toolchain instead, and fail if it lacks either extension.
+# Rust: Debian bookworm's rustc/cargo (1.63/1.65) are older than the crate needs (rust-version 1.78:
+# Cargo.lock v4, zmij), so rustup's minimal profile, pinned. The .so links only libc and libgcc_s.
 FROM python:3.11-slim AS build
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev curl ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+ENV RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo PATH=/opt/cargo/bin:$PATH
+RUN curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs \
+    | sh -s -- -y --profile minimal --default-toolchain 1.95.0 --no-modify-path && cargo --version
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md MANIFEST.in ./
+COPY native ./native
 COPY cdc_bridge ./cdc_bridge
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -c "import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob('/wheels/*.whl')[0]).namelist(); \
-sys.exit(not any('_rowcodec' in n and n.endswith('.so') for n in names))"
+missing = [m for m in ('_rowcodec', '_native') if not any(m in n and n.endswith('.so') for n in names)]; \
+sys.exit(f'wheel lacks the compiled {missing}' if missing else 0)"
 
 FROM python:3.11-slim
 

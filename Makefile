@@ -11,7 +11,11 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py cdc_bridge/source/_rowcodec.c
+# The compiled extensions are built by the editable install (C: _rowcodec; Rust: _native, when cargo is on
+# PATH, else the Python implementation is used, see setup.py): their sources are prerequisites, so an edit
+# rebuilds them on the next `make venv` / `make test`.
+$(VENV)/.installed: pyproject.toml setup.py cdc_bridge/source/_rowcodec.c native/Cargo.toml native/Cargo.lock \
+		$(wildcard native/src/*.rs)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
 	@# PYTHONWARNINGS: setuptools' editable-install banner is not for users of this project

@@ -142,32 +142,35 @@ def spec_of(d: DeclarativeDecider) -> dict[str, Any]:
     }
 
 
-def _json_value(v: Any) -> bool:
-    """v is made of None, bool, int, float (not NaN), str, list and str-keyed dict, of these exact types."""
+def _json_value(v: Any, nan: bool = False) -> bool:
+    """v is made of None, bool, int, float (not NaN unless `nan`), str, list and str-keyed dict, of these
+    exact types."""
     t = type(v)
     if v is None or t in (bool, int, str):
         return True
     if t is float:
-        return not math.isnan(v)
+        return nan or not math.isnan(v)
     if t is list:
-        return all(_json_value(x) for x in v)
+        return all(_json_value(x, nan) for x in v)
     if t is dict:
-        return all(type(k) is str and _json_value(x) for k, x in v.items())
+        return all(type(k) is str and _json_value(x, nan) for k, x in v.items())
     return False
 
 
-# values YAML can give that compare unequal to every row value and make same_value() return False
+# values YAML can give that compare unequal to every row value, without raising, and that same_value()
+# does not pass to float(): it returns False for them
 _NEVER_EQUAL = (_dt.date, _dt.time, bytes, list, dict, tuple, set, frozenset)
 
 
 def _literal(v: Any) -> tuple:
-    """A transition's from / to for the spec: ("any",) for "*", ("value", v), or ("never",) for a value
-    that no row value equals (a YAML date, NaN, a container holding such values)."""
+    """A transition's from / to for the spec: ("any",) for "*", ("value", v) (NaN and infinities
+    included: same_value() passes them to float() like any float), or ("never",) for a value no row value
+    equals (a YAML date, a container holding one)."""
     if isinstance(v, str) and v == "*":
         return ("any",)
-    if _json_value(v):
+    if _json_value(v, nan=True):
         return ("value", v)
-    if (type(v) is float and math.isnan(v)) or isinstance(v, _NEVER_EQUAL):
+    if isinstance(v, _NEVER_EQUAL):
         return ("never",)
     raise UnsupportedMapping(f"transition value {v!r} of type {type(v).__name__}")
 

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::rc::Rc;
 
-use indexmap::IndexMap;
+use std::collections::HashMap;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 
@@ -16,7 +16,7 @@ use crate::json::dumps_map;
 use crate::unsupported;
 use crate::value::{
     dict_from_py, from_py, key, literal_from_py, map_with_capacity, new_map, num_cmp, py_eq, py_float, py_str,
-    scalar_class, to_py, Hasher, Key, Map, Val, R,
+    scalar_class, to_py, Key, Map, Val, R,
 };
 
 // Internal (never published) event types, as in declarative.py
@@ -54,6 +54,8 @@ pub struct ChildSpec {
 
 /// What DeclarativeCore is built from (native.py derives it from a DeclarativeDecider).
 pub struct Spec {
+    /// unique per core (the per-thread Ctx cache's key)
+    id: u64,
     pub aggregate: String,
     context_key: String,
     created: Py<PyString>,
@@ -102,7 +104,9 @@ impl Spec {
                 enrich: get_item(&c, "enrich")?.extract()?,
             });
         }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Spec {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             aggregate: get_str(d, "aggregate")?,
             context_key: get_str(d, "context_key")?,
             created: get_pystr(d, "created")?,
@@ -163,8 +167,25 @@ struct Ctx {
     k_held: Key,
 }
 
+thread_local! {
+    /// Each core's Ctx, per thread (its keys are Rc: they cannot live in the core, which threads share).
+    static CTXS: std::cell::RefCell<HashMap<u64, Rc<Ctx>, foldhash::fast::RandomState>> =
+        std::cell::RefCell::new(HashMap::with_hasher(Default::default()));
+}
+
 impl Ctx {
+    fn for_spec(spec: &Spec) -> Rc<Ctx> {
+        CTXS.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= 1024 && !c.contains_key(&spec.id) {
+                c.clear(); // cores of mappings no longer used (tests build thousands): start over
+            }
+            c.entry(spec.id).or_insert_with(|| Rc::new(Ctx::new(spec))).clone()
+        })
+    }
+
     fn new(spec: &Spec) -> Ctx {
+        let key = crate::value::intern;
         Ctx {
             context_key: key(&spec.context_key),
             child_names: spec.children.iter().map(|c| key(&c.name)).collect(),
@@ -217,10 +238,10 @@ enum Ent {
 }
 
 struct Cmd<'py> {
-    aggregate: Bound<'py, PyString>,
+    aggregate: Option<Bound<'py, PyString>>,   // when wrong (the rejection names it)
     wrong_aggregate: bool,
     entity: Ent,
-    entity_obj: Bound<'py, PyString>,
+    entity_obj: Option<Bound<'py, PyString>>,  // when unknown (its repr() is in the rejection)
     entity_id: Key,
     op: Op,
     payload: Rc<Map>,
@@ -232,52 +253,55 @@ struct Cmd<'py> {
 }
 
 /// One command tuple: (aggregate, entity, entity_id, operation, payload, before, table, soft,
-/// commit_ts, txn_id, position).
+/// commit_ts, txn_id, position). Items are borrowed (no reference counting) but the table, returned
+/// with the drafts, and what a rejection's detail needs.
 fn command<'py>(spec: &Spec, ctx: &Ctx, item: &Bound<'py, PyAny>) -> R<Cmd<'py>> {
     let t = item.downcast::<PyTuple>().map_err(|_| unsupported!("a command that is not a tuple"))?;
     if t.len() != 11 {
         return Err(unsupported!("a command tuple of {} items, not 11", t.len()));
     }
-    let s = |i: usize| -> R<Bound<'py, PyString>> {
-        t.get_item(i)?
-            .downcast_into_exact::<PyString>()
-            .map_err(|_| unsupported!("command item {i} is not a str"))
-    };
-    let aggregate = s(0)?;
-    let entity_obj = s(1)?;
-    let entity_id = s(2)?;
-    let operation = s(3)?;
-    let table = s(6)?;
-    let wrong_aggregate = py_str(&aggregate)? != spec.aggregate;
-    let ent = py_str(&entity_obj)?;
+    let item = |i: usize| t.get_borrowed_item(i);
+    let not_str = |i: usize| unsupported!("command item {i} is not a str");
+    let aggregate = item(0)?;
+    let aggregate = aggregate.downcast_exact::<PyString>().map_err(|_| not_str(0))?;
+    let entity_obj = item(1)?;
+    let entity_obj = entity_obj.downcast_exact::<PyString>().map_err(|_| not_str(1))?;
+    let entity_id = item(2)?;
+    let entity_id = entity_id.downcast_exact::<PyString>().map_err(|_| not_str(2))?;
+    let operation = item(3)?;
+    let operation = operation.downcast_exact::<PyString>().map_err(|_| not_str(3))?;
+    let table = item(6)?;
+    let table = table.downcast_exact::<PyString>().map_err(|_| not_str(6))?;
+    let wrong_aggregate = py_str(aggregate)? != spec.aggregate;
+    let ent = py_str(entity_obj)?;
     let entity = if ent == "root" {
         Ent::Root
     } else {
         ctx.child_index(ent).map(Ent::Child).unwrap_or(Ent::Unknown)
     };
-    let op = match py_str(&operation)? {
+    let op = match py_str(operation)? {
         "insert" => Op::Insert,
         "update" => Op::Update,
         "delete" => Op::Delete,
         "snapshot" => Op::Snapshot,
         other => return Err(unsupported!("operation {other:?}")),
     };
-    let payload = t.get_item(4)?;
+    let payload = item(4)?;
     let payload = payload.downcast_exact::<PyDict>().map_err(|_| unsupported!("a payload that is not a dict"))?;
-    let position = t.get_item(10)?;
+    let position = item(10)?;
     Ok(Cmd {
+        aggregate: if wrong_aggregate { Some(aggregate.clone()) } else { None },
+        entity_obj: if matches!(entity, Ent::Unknown) { Some(entity_obj.clone()) } else { None },
         wrong_aggregate,
         entity,
-        entity_id: key(py_str(&entity_id)?),
+        entity_id: key(py_str(entity_id)?),
         op,
         payload: Rc::new(dict_from_py(payload, 1)?),
-        soft: t.get_item(7)?.is_truthy()?,
-        commit_ts: from_py(&t.get_item(8)?, 0)?,
-        txn_id: from_py(&t.get_item(9)?, 0)?,
+        soft: item(7)?.is_truthy()?,
+        commit_ts: from_py(&*item(8)?, 0)?,
+        txn_id: from_py(&*item(9)?, 0)?,
         position: if position.is_none() { Val::Null } else { from_py(&position, 0)? },
-        aggregate,
-        entity_obj,
-        table,
+        table: table.clone(),
     })
 }
 
@@ -308,10 +332,10 @@ enum Name {
     Internal(&'static str),
 }
 
-type Colls = IndexMap<Key, Rc<Map>, Hasher>;
+type Colls = crate::map::OMap<Rc<Map>>;
 
 fn new_colls() -> Colls {
-    Colls::with_hasher(Hasher::default())
+    Colls::new()
 }
 
 /// EventDraft plus the meta the declarative decider keeps in it.
@@ -361,18 +385,29 @@ impl<'py> Draft<'py> {
 
 // ------------------------------------------------------------------------------- helpers
 
-/// `dict(v)` of a value that must be a dict here.
-fn as_dict(v: &Val) -> R<&Rc<Map>> {
+/// `dict(v)` of a value that must be a dict here (a raw one is parsed).
+fn as_dict(v: &Val) -> R<Rc<Map>> {
     match v {
-        Val::Dict(d) => Ok(d),
+        Val::Dict(d) => Ok(d.clone()),
+        Val::Raw(r) => match r.parse() {
+            Val::Dict(d) => Ok(d),
+            _ => unreachable!("raw JSON is an object"),
+        },
+        other => Err(unsupported!("a {} where the reference expects a dict", other.type_name())),
+    }
+}
+
+/// `dict(v)` as a value: a dict, raw or parsed, as it is (an equal copy).
+fn dict_val(v: &Val) -> R<Val> {
+    match v {
+        Val::Dict(_) | Val::Raw(_) => Ok(v.clone()),
         other => Err(unsupported!("a {} where the reference expects a dict", other.type_name())),
     }
 }
 
 /// `{**a, **b}`
 fn merge(a: &Map, b: &Map) -> Map {
-    let mut m = map_with_capacity(a.len() + b.len());
-    m.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut m = a.clone();
     for (k, v) in b.iter() {
         m.insert(k.clone(), v.clone());
     }
@@ -433,7 +468,10 @@ fn same_value(py: Python<'_>, a: &Val, b: &LitV) -> R<bool> {
 
 /// `dict(x or {})` stored back under `k` (in place when it is there, else appended), as evolve does.
 fn dict_slot<'m>(m: &'m mut Map, k: &Key) -> R<&'m mut Map> {
-    let slot = m.entry(k.clone()).or_insert(Val::Null);
+    let slot = m.get_or_insert_with(k, || Val::Null);
+    if let Val::Raw(r) = slot {
+        *slot = r.parse();
+    }
     if !matches!(slot, Val::Dict(_)) {
         if slot.truthy() {
             return Err(unsupported!("a {} where the reference expects a dict", slot.type_name()));
@@ -464,8 +502,8 @@ struct Txn<'a, 'py> {
     rejections: Vec<(usize, &'static str, String)>,
     created_at: Option<usize>,
     segment_start: usize,
-    added_at: IndexMap<(usize, Key), usize, Hasher>,
-    removed: IndexMap<usize, Map, Hasher>,
+    added_at: HashMap<(usize, Key), usize, foldhash::fast::RandomState>,
+    removed: Vec<Option<Map>>,
 }
 
 /// `{n: dict(c) for n, c in (state.get(k) or {}).items()}`
@@ -473,9 +511,9 @@ fn colls_of(state: &Map, k: &Key) -> R<Colls> {
     let mut out = new_colls();
     match state.get(k) {
         None => {}
-        Some(Val::Dict(d)) => {
-            for (n, c) in d.iter() {
-                out.insert(n.clone(), as_dict(c)?.clone());
+        Some(d @ (Val::Dict(_) | Val::Raw(_))) => {
+            for (n, c) in as_dict(d)?.iter() {
+                out.insert(n.clone(), as_dict(c)?);
             }
         }
         Some(v) if !v.truthy() => {}
@@ -489,7 +527,7 @@ impl<'a, 'py> Txn<'a, 'py> {
         let flag = |k: &Key| state.get(k).map(|v| v.truthy()).unwrap_or(false);
         let root = match state.get(&ctx.k_root) {
             None | Some(Val::Null) => None,
-            Some(v) => Some(as_dict(v)?.clone()),
+            Some(v) => Some(as_dict(v)?),
         };
         Ok(Txn {
             py,
@@ -507,8 +545,8 @@ impl<'a, 'py> Txn<'a, 'py> {
             rejections: Vec::new(),
             created_at: None,
             segment_start: 0,
-            added_at: IndexMap::with_hasher(Hasher::default()),
-            removed: IndexMap::with_hasher(Hasher::default()),
+            added_at: HashMap::with_hasher(Default::default()),
+            removed: Vec::new(),
         })
     }
 
@@ -529,7 +567,8 @@ impl<'a, 'py> Txn<'a, 'py> {
     fn decide(&mut self, cmds: &[Cmd<'py>]) -> R<()> {
         for (i, cmd) in cmds.iter().enumerate() {
             if cmd.wrong_aggregate {
-                let d = format!("command for {} sent to {}", py_str(&cmd.aggregate)?, self.spec.aggregate);
+                let agg = cmd.aggregate.as_ref().expect("kept when wrong");
+                let d = format!("command for {} sent to {}", py_str(agg)?, self.spec.aggregate);
                 self.reject(i, "wrong_aggregate", d);
                 continue;
             }
@@ -537,7 +576,7 @@ impl<'a, 'py> Txn<'a, 'py> {
                 Ent::Root => self.root_command(i, cmd)?,
                 Ent::Child(ci) => self.child_command(ci, i, cmd)?,
                 Ent::Unknown => {
-                    let r = cmd.entity_obj.repr()?;
+                    let r = cmd.entity_obj.as_ref().expect("kept when unknown").repr()?;
                     let d = format!("{} has no child collection {}", self.spec.aggregate, py_str(&r)?);
                     self.reject(i, "unknown_entity", d);
                 }
@@ -580,16 +619,16 @@ impl<'a, 'py> Txn<'a, 'py> {
         // Children held before the root arrived join it now, oldest first.
         let held = std::mem::replace(&mut self.held, new_colls());
         for (name, entries) in held.iter() {
-            let mut items: Vec<(&Key, &Rc<Map>, &Val)> = Vec::with_capacity(entries.len());
+            let mut items: Vec<(&Key, Rc<Map>, Val)> = Vec::with_capacity(entries.len());
             for (cid, entry) in entries.iter() {
                 let e = as_dict(entry)?;
-                let since = e.get(&ctx.k_since).ok_or_else(|| unsupported!("a held entry without since"))?;
+                let since = e.get(&ctx.k_since).ok_or_else(|| unsupported!("a held entry without since"))?.clone();
                 items.push((cid, e, since));
             }
             if items.len() > 1 {
                 let mut bad = false;
                 items.sort_by(|a, b| {
-                    num_cmp(a.2, b.2).unwrap_or_else(|| {
+                    num_cmp(&a.2, &b.2).unwrap_or_else(|| {
                         bad = true;
                         Ordering::Equal
                     })
@@ -598,10 +637,10 @@ impl<'a, 'py> Txn<'a, 'py> {
                     return Err(unsupported!("held entries whose since values are not numbers"));
                 }
             }
-            let coll = Rc::make_mut(self.children.entry(name.clone()).or_insert_with(|| Rc::new(new_map())));
+            let coll = Rc::make_mut(self.children.get_or_insert_with(name, || Rc::new(new_map())));
             for (cid, e, _) in items {
                 let fields = e.get(&ctx.k_fields).ok_or_else(|| unsupported!("a held entry without fields"))?;
-                coll.insert(cid.clone(), Val::Dict(as_dict(fields)?.clone()));
+                coll.insert(cid.clone(), dict_val(fields)?);
             }
         }
         self.exists = true;
@@ -720,9 +759,9 @@ impl<'a, 'py> Txn<'a, 'py> {
             let mut last_children: Vec<(usize, Map)> = Vec::with_capacity(ctx.child_names.len());
             for (ci, name) in ctx.child_names.iter().enumerate() {
                 let mut coll = self.children.get(name).map(|c| (**c).clone()).unwrap_or_else(new_map);
-                if let Some(rem) = self.removed.get(&ci) {
+                if let Some(Some(rem)) = self.removed.get(ci) {
                     for (cid, fields) in rem.iter() {
-                        coll.entry(cid.clone()).or_insert_with(|| fields.clone());
+                        coll.get_or_insert_with(cid, || fields.clone());
                     }
                 }
                 last_children.push((ci, coll));
@@ -730,7 +769,7 @@ impl<'a, 'py> Txn<'a, 'py> {
             // a large aggregate: the children beyond max_embedded_children leave first, one removed event each
             let (embedded, overflow) = self.split(last_children.iter().map(|(ci, c)| (*ci, c)));
             for (ci, cid, fields) in overflow {
-                let fields = as_dict(&fields)?.clone();
+                let fields = as_dict(&fields)?;
                 let mut data = (*fields).clone();
                 data.insert(ctx.context_key.clone(), Val::Dict(Rc::new(self.context(Some(&last_root), ci))));
                 let c = &spec.children[ci];
@@ -777,7 +816,7 @@ impl<'a, 'py> Txn<'a, 'py> {
     fn child_of_dormant(&mut self, ci: usize, cmd: &Cmd<'py>) -> R<()> {
         let name = self.ctx.child_names[ci].clone();
         let cid = &cmd.entity_id;
-        let coll = self.children.entry(name).or_insert_with(|| Rc::new(new_map()));
+        let coll = self.children.get_or_insert_with(&name, || Rc::new(new_map()));
         if cmd.op == Op::Delete {
             if coll.contains_key(cid) {
                 let popped = Rc::make_mut(coll).shift_remove(cid).unwrap();
@@ -790,7 +829,7 @@ impl<'a, 'py> Txn<'a, 'py> {
             return Ok(());
         }
         let fields = match coll.get(cid) {
-            Some(v) if v.truthy() => Rc::new(merge(as_dict(v)?, &cmd.payload)),
+            Some(v) if v.truthy() => Rc::new(merge(&*as_dict(v)?, &cmd.payload)),
             _ => Rc::new((*cmd.payload).clone()),
         };
         Rc::make_mut(coll).insert(cid.clone(), Val::Dict(fields.clone()));
@@ -806,7 +845,7 @@ impl<'a, 'py> Txn<'a, 'py> {
         let name = ctx.child_names[ci].clone();
         let cid = &cmd.entity_id;
         let op = cmd.op;
-        let coll = self.children.entry(name).or_insert_with(|| Rc::new(new_map()));
+        let coll = self.children.get_or_insert_with(&name, || Rc::new(new_map()));
         let cur = coll.get(cid).filter(|v| !v.is_null()).cloned();
         match (op, cur) {
             (Op::Insert, Some(_)) => {
@@ -830,8 +869,8 @@ impl<'a, 'py> Txn<'a, 'py> {
             }
             (Op::Update | Op::Snapshot, Some(cur)) => {
                 let cur = as_dict(&cur)?;
-                let new = Rc::new(merge(cur, &cmd.payload));
-                let changes = diff(py, ctx, cur, &new)?;
+                let new = Rc::new(merge(&cur, &cmd.payload));
+                let changes = diff(py, ctx, &cur, &new)?;
                 Rc::make_mut(coll).insert(cid.clone(), Val::Dict(new.clone()));
                 if changes.is_empty() || self.created_at.is_some() || self.added_at.contains_key(&(ci, cid.clone())) {
                     return Ok(());
@@ -845,17 +884,20 @@ impl<'a, 'py> Txn<'a, 'py> {
                 self.emit(d);
             }
             (Op::Delete, Some(cur)) => {
-                let last = merge(as_dict(&cur)?, &cmd.payload);
+                let last = merge(&*as_dict(&cur)?, &cmd.payload);
                 Rc::make_mut(coll).shift_remove(cid);
                 if self.created_at.is_some() {
                     return Ok(());
                 }
-                if let Some(at) = self.added_at.shift_remove(&(ci, cid.clone())) {
+                if let Some(at) = self.added_at.remove(&(ci, cid.clone())) {
                     self.out[at] = None;
                     return Ok(());
                 }
                 let data = last.clone();
-                self.removed.entry(ci).or_insert_with(new_map).insert(cid.clone(), Val::Dict(Rc::new(last)));
+                if self.removed.len() <= ci {
+                    self.removed.resize_with(ci + 1, || None);
+                }
+                self.removed[ci].get_or_insert_with(new_map).insert(cid.clone(), Val::Dict(Rc::new(last)));
                 let c = &spec.children[ci];
                 let d = Draft::new(Name::Spec(c.removed.clone_ref(py)), &cmd.table, data, false, Kind::ChildRemoved)
                     .child(ci, cid);
@@ -870,7 +912,7 @@ impl<'a, 'py> Txn<'a, 'py> {
         let name = ctx.child_names[ci].clone();
         let cid = &cmd.entity_id;
         let op = cmd.op;
-        let coll = self.held.entry(name.clone()).or_insert_with(|| Rc::new(new_map()));
+        let coll = self.held.get_or_insert_with(&name, || Rc::new(new_map()));
         let entry = coll.get(cid).filter(|v| !v.is_null()).cloned();
         match (op, entry) {
             (Op::Insert, Some(_)) => {
@@ -903,8 +945,8 @@ impl<'a, 'py> Txn<'a, 'py> {
                 };
                 let entry = as_dict(&entry)?;
                 let old = entry.get(&ctx.k_fields).ok_or_else(|| unsupported!("a held entry without fields"))?;
-                let fields = Rc::new(merge(as_dict(old)?, &cmd.payload));
-                let mut e = (**entry).clone();
+                let fields = Rc::new(merge(&*as_dict(old)?, &cmd.payload));
+                let mut e = (*entry).clone();
                 e.insert(ctx.k_fields.clone(), Val::Dict(fields.clone()));
                 Rc::make_mut(coll).insert(cid.clone(), Val::Dict(Rc::new(e)));
                 let mut d = Draft::new(Name::Internal(HELD_CHILD_CHANGED), &cmd.table, new_map(), true, Kind::HeldChanged)
@@ -955,7 +997,7 @@ impl<'a, 'py> Txn<'a, 'py> {
             if let Some((_, coll)) = embedded.iter().find(|(c, _)| *c == ci) {
                 list.reserve(coll.len());
                 for f in coll.values() {
-                    list.push(Val::Dict(as_dict(f)?.clone()));
+                    list.push(dict_val(f)?);
                 }
             }
             data.insert(name.clone(), Val::List(Rc::new(list)));
@@ -993,7 +1035,7 @@ impl<'a, 'py> Txn<'a, 'py> {
                     .get(&ctx.child_names[*ci])
                     .and_then(|c| c.get(cid))
                     .ok_or_else(|| unsupported!("an added child missing at the end (KeyError)"))?;
-                let fields = as_dict(fields)?.clone();
+                let fields = as_dict(fields)?;
                 let d = self.out[*at].as_mut().unwrap();
                 d.data = (*fields).clone();
                 d.fields = Some(fields);
@@ -1019,7 +1061,7 @@ impl<'a, 'py> Txn<'a, 'py> {
                 // a large aggregate: the other children follow right after it, one added event each
                 let mut extra = Vec::with_capacity(overflow.len());
                 for (ci, cid, fields) in overflow {
-                    let fields = as_dict(&fields)?.clone();
+                    let fields = as_dict(&fields)?;
                     let c = &spec.children[ci];
                     let mut d =
                         Draft::new(Name::Spec(c.added.clone_ref(py)), c.table.bind(py), (*fields).clone(), false, Kind::ChildAdded)
@@ -1106,7 +1148,7 @@ fn evolve(ctx: &Ctx, state: &mut Map, d: &Draft) -> R<()> {
                     }
                     Kind::HeldChanged => {
                         let cur = coll.get(id).ok_or_else(|| unsupported!("held_changed of a child not held (KeyError)"))?;
-                        let mut e = (**as_dict(cur)?).clone();
+                        let mut e = (*as_dict(cur)?).clone();
                         e.insert(ctx.k_fields.clone(), Val::Dict(d.fields.clone().unwrap()));
                         coll.insert(id.clone(), Val::Dict(Rc::new(e)));
                     }
@@ -1144,11 +1186,12 @@ pub fn apply<'py>(
     commands: &Bound<'py, PyAny>,
     aggregate_id: &Bound<'py, PyString>,
 ) -> R<Bound<'py, PyTuple>> {
-    let ctx = Ctx::new(spec);
+    let ctx = Ctx::for_spec(spec);
+    let ctx = &*ctx;
     let aggregate_id = py_str(aggregate_id)?;
     let mut state = match state_json {
-        None => initial_state(&ctx),
-        Some(b) => match crate::json::loads(b)? {
+        None => initial_state(ctx),
+        Some(b) => match crate::json::loads_state(b)? {
             Val::Dict(d) => Rc::try_unwrap(d).unwrap_or_else(|d| (*d).clone()),
             other => return Err(unsupported!("a state that is a {}", other.type_name())),
         },
@@ -1157,21 +1200,21 @@ pub fn apply<'py>(
     if let Ok(list) = commands.downcast::<PyList>() {
         cmds.reserve(list.len());
         for item in list.iter() {
-            cmds.push(command(spec, &ctx, &item)?);
+            cmds.push(command(spec, ctx, &item)?);
         }
     } else {
         for item in commands.try_iter()? {
-            cmds.push(command(spec, &ctx, &item?)?);
+            cmds.push(command(spec, ctx, &item?)?);
         }
     }
 
-    let mut txn = Txn::new(py, spec, &ctx, aggregate_id, &state)?;
+    let mut txn = Txn::new(py, spec, ctx, aggregate_id, &state)?;
     txn.decide(&cmds)?;
     let drafts: Vec<Draft> = std::mem::take(&mut txn.out).into_iter().flatten().collect();
     let rejections = std::mem::take(&mut txn.rejections);
     drop(txn);
     for d in &drafts {
-        evolve(&ctx, &mut state, d)?;
+        evolve(ctx, &mut state, d)?;
     }
 
     // held_entries(new state): (entity, entity_id, since)
@@ -1179,11 +1222,13 @@ pub fn apply<'py>(
     match state.get(&ctx.k_held) {
         None => {}
         Some(v) if !v.truthy() => {}
-        Some(Val::Dict(held)) => {
+        Some(held @ (Val::Dict(_) | Val::Raw(_))) => {
+            let held = as_dict(held)?;
             for (entity, entries) in held.iter() {
                 let entries = as_dict(entries)?;
                 for (eid, entry) in entries.iter() {
-                    let since = as_dict(entry)?
+                    let entry = as_dict(entry)?;
+                    let since = entry
                         .get(&ctx.k_since)
                         .ok_or_else(|| unsupported!("a held entry without since"))?;
                     held_out.push(PyTuple::new(

@@ -16,7 +16,7 @@
 use std::rc::Rc;
 
 use crate::unsupported;
-use crate::value::{map_with_capacity, Map, Unsupported, Val, R};
+use crate::value::{map_with_capacity, Map, Val, R};
 
 /// Nesting accepted when reading a state document (see value::MAX_PY_DEPTH).
 pub const MAX_JSON_DEPTH: usize = 200;
@@ -68,6 +68,18 @@ impl Writer {
                 self.buf.push(b']');
             }
             Val::Dict(d) => self.map(d),
+            Val::Raw(r) => {
+                if r.special {
+                    self.special = true;
+                    if self.repr {
+                        // written for orjson's layout: the stdlib's instead (the document holds a big int)
+                        let v = parse_slice(r.bytes()).expect("raw JSON was checked canonical");
+                        self.value(&v);
+                        return;
+                    }
+                }
+                self.buf.extend_from_slice(r.bytes());
+            }
         }
     }
 
@@ -224,25 +236,91 @@ pub fn write_float(buf: &mut Vec<u8>, f: f64, repr: bool) -> bool {
 pub fn loads(b: &[u8]) -> R<Val> {
     // UTF-8 checked once; string slices are then cut at ASCII bytes only
     std::str::from_utf8(b).map_err(|_| unsupported!("state JSON is not UTF-8"))?;
-    let mut p = Parser { b, i: 0, depth: 0 };
-    p.ws();
-    let v = p.value()?;
-    p.ws();
-    if p.i != b.len() {
-        return Err(p.err("trailing data"));
-    }
-    Ok(v)
+    let mut p = Parser { b, i: 0, depth: 0, what: "", raw: None };
+    let parsed = (|| {
+        p.ws();
+        let v = p.value()?;
+        p.ws();
+        if p.i != b.len() {
+            return Err(p.err("trailing data"));
+        }
+        Ok(v)
+    })();
+    parsed.map_err(|PErr| unsupported!("state JSON: {} at byte {}", p.what, p.i))
 }
+
+/// A state document (see the module doc): jsoncodec.loads, except that the children's fields
+/// (state["children"][name][id]) that are written exactly as the writer would write them stay
+/// raw bytes (Val::Raw): a transaction touches few of them, the others are copied as they are.
+pub fn loads_state(b: &[u8]) -> R<Val> {
+    if has_digit_run(b, 19) {
+        // an int beyond 64 bits may be there: the document was written in the stdlib's layout
+        return loads(b);
+    }
+    std::str::from_utf8(b).map_err(|_| unsupported!("state JSON is not UTF-8"))?;
+    let mut p = Parser { b, i: 0, depth: 0, what: "", raw: Some(Rc::from(b)) };
+    let parsed = (|| {
+        p.ws();
+        let v = if p.peek() == Some(b'{') { p.object_with(Parser::state_item, true)? } else { p.value()? };
+        p.ws();
+        if p.i != b.len() {
+            return Err(p.err("trailing data"));
+        }
+        Ok(v)
+    })();
+    parsed.map_err(|PErr| unsupported!("state JSON: {} at byte {}", p.what, p.i))
+}
+
+/// Bytes known to be one JSON object exactly as Writer writes it in orjson's layout.
+#[derive(Debug)]
+pub struct RawJson {
+    buf: Rc<[u8]>,
+    start: usize,
+    end: usize,
+    /// it holds floats whose orjson and repr() layouts differ
+    pub special: bool,
+}
+
+impl RawJson {
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// `len(d) == 0`
+    pub fn is_empty(&self) -> bool {
+        self.end - self.start == 2
+    }
+
+    pub fn parse(&self) -> Val {
+        parse_slice(self.bytes()).expect("raw JSON was checked canonical")
+    }
+}
+
+/// Parses a canonical slice (no UTF-8 check: it comes from a checked document).
+fn parse_slice(b: &[u8]) -> R<Val> {
+    let mut p = Parser { b, i: 0, depth: 0, what: "", raw: None };
+    p.value().map_err(|PErr| unsupported!("raw JSON: {}", p.what))
+}
+
+/// A parse error; its message stays in the parser (a small error keeps Result<Val, _> in registers).
+struct PErr;
+
+type P<T> = Result<T, PErr>;
 
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
     depth: usize,
+    what: &'static str,
+    /// loads_state: the document, shared by its raw parts
+    raw: Option<Rc<[u8]>>,
 }
 
 impl<'a> Parser<'a> {
-    fn err(&self, what: &str) -> Unsupported {
-        unsupported!("state JSON: {what} at byte {}", self.i)
+    #[cold]
+    fn err(&mut self, what: &'static str) -> PErr {
+        self.what = what;
+        PErr
     }
 
     #[inline]
@@ -257,7 +335,7 @@ impl<'a> Parser<'a> {
         self.b.get(self.i).copied()
     }
 
-    fn lit(&mut self, word: &[u8], v: Val) -> R<Val> {
+    fn lit(&mut self, word: &[u8], v: Val) -> P<Val> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
             Ok(v)
@@ -266,7 +344,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn value(&mut self) -> R<Val> {
+    fn value(&mut self) -> P<Val> {
         match self.peek() {
             Some(b'{') => self.object(),
             Some(b'[') => self.array(),
@@ -279,7 +357,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn enter(&mut self) -> R<()> {
+    fn enter(&mut self) -> P<()> {
         self.depth += 1;
         if self.depth > MAX_JSON_DEPTH {
             return Err(self.err("nesting too deep"));
@@ -289,7 +367,13 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn object(&mut self) -> R<Val> {
+    fn object(&mut self) -> P<Val> {
+        self.object_with(Self::value, true)
+    }
+
+    /// An object whose values are read by `item` (the state's levels read their values their own way);
+    /// `names`: its keys are names that recur (interned), not ids.
+    fn object_with(&mut self, item: fn(&mut Self) -> P<Val>, names: bool) -> P<Val> {
         self.enter()?;
         let mut m = map_with_capacity(8);
         if self.peek() == Some(b'}') {
@@ -301,14 +385,14 @@ impl<'a> Parser<'a> {
             if self.peek() != Some(b'"') {
                 return Err(self.err("expected a key"));
             }
-            let k = self.string()?;
+            let k = self.key(names)?;
             self.ws();
             if self.peek() != Some(b':') {
                 return Err(self.err("expected ':'"));
             }
             self.i += 1;
             self.ws();
-            let v = self.value()?;
+            let v = item(self)?;
             m.insert(k, v); // a repeated key: first position, last value (as a Python dict)
             self.ws();
             match self.peek() {
@@ -327,7 +411,52 @@ impl<'a> Parser<'a> {
         Ok(Val::Dict(Rc::new(m)))
     }
 
-    fn array(&mut self) -> R<Val> {
+    /// A value of the state's top level: "children" is read by colls_item.
+    fn state_item(&mut self) -> P<Val> {
+        // the key just read is the one before ':'; find it from the bytes (state keys are plain)
+        if self.peek() == Some(b'{') {
+            if self.b[..self.i].ends_with(b"\"children\":") {
+                return self.object_with(Self::colls_item, true);
+            }
+            if self.b[..self.i].ends_with(b"\"held\":") {
+                return self.object_with(Self::ids_item, true);
+            }
+        }
+        self.value()
+    }
+
+    /// A collection of state["held"]: {id: entry}.
+    fn ids_item(&mut self) -> P<Val> {
+        if self.peek() == Some(b'{') {
+            return self.object_with(Self::value, false);
+        }
+        self.value()
+    }
+
+    /// A collection of state["children"]: {id: fields}.
+    fn colls_item(&mut self) -> P<Val> {
+        if self.peek() == Some(b'{') {
+            return self.object_with(Self::child_item, false);
+        }
+        self.value()
+    }
+
+    /// A child's fields: raw when canonical.
+    fn child_item(&mut self) -> P<Val> {
+        if self.peek() == Some(b'{') {
+            if let Some(buf) = &self.raw {
+                let mut sc = Scan { b: self.b, i: self.i, depth: self.depth, special: false, keys: Vec::new() };
+                if sc.value() {
+                    let raw = RawJson { buf: buf.clone(), start: self.i, end: sc.i, special: sc.special };
+                    self.i = sc.i;
+                    return Ok(Val::Raw(Rc::new(raw)));
+                }
+            }
+        }
+        self.value()
+    }
+
+    fn array(&mut self) -> P<Val> {
         self.enter()?;
         let mut out = Vec::new();
         if self.peek() == Some(b']') {
@@ -354,17 +483,42 @@ impl<'a> Parser<'a> {
         Ok(Val::List(Rc::new(out)))
     }
 
-    fn string(&mut self) -> R<Rc<str>> {
+    /// An object's key: interned when a name (no escapes: the plain bytes are the name).
+    fn key(&mut self, names: bool) -> P<Rc<str>> {
+        if names {
+            let start = self.i + 1;
+            let mut i = start;
+            while i < self.b.len() && ESCAPE[self.b[i] as usize] == 0 {
+                i += 1;
+            }
+            if self.b.get(i) == Some(&b'"') {
+                self.i = i + 1;
+                // SAFETY: as in string()
+                return Ok(crate::value::intern(unsafe { std::str::from_utf8_unchecked(&self.b[start..i]) }));
+            }
+        }
+        self.string()
+    }
+
+    fn string(&mut self) -> P<Rc<str>> {
         self.i += 1; // the opening quote
         let start = self.i;
         let b = self.b;
         let mut i = start;
         while i < b.len() {
+            // plain bytes: not '"', '\\' nor a control character
+            while i < b.len() && ESCAPE[b[i] as usize] == 0 {
+                i += 1;
+            }
+            if i == b.len() {
+                break;
+            }
             let c = b[i];
             if c == b'"' {
                 self.i = i + 1;
-                // SAFETY-free: the input is valid UTF-8 and i, start sit next to ASCII bytes
-                return Ok(Rc::from(std::str::from_utf8(&b[start..i]).unwrap()));
+                // SAFETY: loads() checked the whole input is UTF-8, and start / i sit next to ASCII
+                // quotes, so the slice is whole characters
+                return Ok(Rc::from(unsafe { std::str::from_utf8_unchecked(&b[start..i]) }));
             }
             if c == b'\\' {
                 break;
@@ -433,7 +587,7 @@ impl<'a> Parser<'a> {
         Err(self.err("unterminated string"))
     }
 
-    fn hex4(&self, at: usize) -> R<u32> {
+    fn hex4(&mut self, at: usize) -> P<u32> {
         let h = self.b.get(at..at + 4).ok_or_else(|| self.err("short \\u escape"))?;
         let mut v = 0u32;
         for &c in h {
@@ -443,7 +597,7 @@ impl<'a> Parser<'a> {
         Ok(v)
     }
 
-    fn number(&mut self) -> R<Val> {
+    fn number(&mut self) -> P<Val> {
         let b = self.b;
         let start = self.i;
         let mut i = start;
@@ -488,7 +642,8 @@ impl<'a> Parser<'a> {
             }
         }
         self.i = i;
-        let text = std::str::from_utf8(&b[start..i]).unwrap();
+        // SAFETY: ASCII digits, signs, '.', 'e' only
+        let text = unsafe { std::str::from_utf8_unchecked(&b[start..i]) };
         if is_float {
             let f: f64 = text.parse().map_err(|_| self.err("bad float"))?;
             if !f.is_finite() {
@@ -507,6 +662,229 @@ impl<'a> Parser<'a> {
             return Err(self.err("an int of more than 4300 digits"));
         }
         Ok(Val::Big(Rc::from(text)))
+    }
+}
+
+// ------------------------------------------------------------------------------- canonical form
+
+/// Checks that a value is written exactly as Writer writes its parsed value (orjson's layout): no
+/// whitespace, minimal string escapes (\" \\ \b \f \n \r \t, \u00xx for the other control
+/// characters, lowercase), floats as write_float writes them, no "-0", no repeated keys, ints
+/// within 18 digits (the caller ruled out longer runs), nesting within MAX_JSON_DEPTH.
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+    depth: usize,
+    special: bool,
+    keys: Vec<(usize, usize)>,
+}
+
+impl Scan<'_> {
+    #[inline]
+    fn at(&self) -> u8 {
+        self.b.get(self.i).copied().unwrap_or(0)
+    }
+
+    fn value(&mut self) -> bool {
+        match self.at() {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => self.string(),
+            b't' => self.word(b"true"),
+            b'f' => self.word(b"false"),
+            b'n' => self.word(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => false,
+        }
+    }
+
+    fn word(&mut self, w: &[u8]) -> bool {
+        if self.b[self.i..].starts_with(w) {
+            self.i += w.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn object(&mut self) -> bool {
+        self.depth += 1;
+        if self.depth > MAX_JSON_DEPTH {
+            return false;
+        }
+        self.i += 1;
+        let base = self.keys.len();
+        if self.at() == b'}' {
+            self.i += 1;
+            self.depth -= 1;
+            return true;
+        }
+        loop {
+            let ks = self.i;
+            if self.at() != b'"' || !self.string() {
+                return false;
+            }
+            self.keys.push((ks, self.i));
+            if self.at() != b':' {
+                return false;
+            }
+            self.i += 1;
+            if !self.value() {
+                return false;
+            }
+            match self.at() {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    break;
+                }
+                _ => return false,
+            }
+        }
+        // canonical strings have one spelling each: equal bytes <=> equal keys
+        let keys = &self.keys[base..];
+        let b = self.b;
+        let dup = if keys.len() <= 16 {
+            keys.iter().enumerate().any(|(n, &(s, e))| keys[..n].iter().any(|&(s2, e2)| b[s..e] == b[s2..e2]))
+        } else {
+            let mut v: Vec<&[u8]> = keys.iter().map(|&(s, e)| &b[s..e]).collect();
+            v.sort_unstable();
+            v.windows(2).any(|w| w[0] == w[1])
+        };
+        self.keys.truncate(base);
+        self.depth -= 1;
+        !dup
+    }
+
+    fn array(&mut self) -> bool {
+        self.depth += 1;
+        if self.depth > MAX_JSON_DEPTH {
+            return false;
+        }
+        self.i += 1;
+        if self.at() == b']' {
+            self.i += 1;
+            self.depth -= 1;
+            return true;
+        }
+        loop {
+            if !self.value() {
+                return false;
+            }
+            match self.at() {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    break;
+                }
+                _ => return false,
+            }
+        }
+        self.depth -= 1;
+        true
+    }
+
+    fn string(&mut self) -> bool {
+        self.i += 1;
+        let b = self.b;
+        loop {
+            while self.i < b.len() && ESCAPE[b[self.i] as usize] == 0 {
+                self.i += 1;
+            }
+            let Some(&c) = b.get(self.i) else { return false };
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return true;
+                }
+                b'\\' => {
+                    match b.get(self.i + 1) {
+                        Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 2,
+                        Some(b'u') => {
+                            // only \u00xx (lowercase) for a control character without a short escape
+                            let Some(h) = b.get(self.i + 2..self.i + 6) else { return false };
+                            let hex = |c: u8| match c {
+                                b'0'..=b'9' => Some(c - b'0'),
+                                b'a'..=b'f' => Some(c - b'a' + 10),
+                                _ => None,
+                            };
+                            if h[0] != b'0' || h[1] != b'0' {
+                                return false;
+                            }
+                            let (Some(x), Some(y)) = (hex(h[2]), hex(h[3])) else { return false };
+                            let cp = x * 16 + y;
+                            if cp >= 0x20 || ESCAPE[cp as usize] != b'u' {
+                                return false;
+                            }
+                            self.i += 6;
+                        }
+                        _ => return false,
+                    }
+                }
+                c if c < 0x20 => return false,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    fn number(&mut self) -> bool {
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        if b[i] == b'-' {
+            i += 1;
+        }
+        let int_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = i - int_start;
+        if digits == 0 || (digits > 1 && b[int_start] == b'0') {
+            return false;
+        }
+        let is_float = i < b.len() && matches!(b[i], b'.' | b'e' | b'E');
+        if !is_float {
+            self.i = i;
+            // "-0" reads as 0, written "0"; longer ints may leave 64 bits
+            return digits <= 18 && &b[start..i] != b"-0";
+        }
+        if b[i] == b'.' {
+            i += 1;
+            let s = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i == s {
+                return false;
+            }
+        }
+        if i < b.len() && matches!(b[i], b'e' | b'E') {
+            i += 1;
+            if i < b.len() && matches!(b[i], b'+' | b'-') {
+                i += 1;
+            }
+            let s = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i == s {
+                return false;
+            }
+        }
+        self.i = i;
+        // SAFETY: ASCII digits, signs, '.', 'e' only
+        let text = unsafe { std::str::from_utf8_unchecked(&b[start..i]) };
+        let Ok(f) = text.parse::<f64>() else { return false };
+        if !f.is_finite() {
+            return false;
+        }
+        let mut tmp = Vec::with_capacity(32);
+        let special = write_float(&mut tmp, f, false);
+        if tmp != b[start..i] {
+            return false;
+        }
+        self.special |= special;
+        true
     }
 }
 
@@ -539,17 +917,27 @@ pub fn max_depth(b: &[u8]) -> usize {
 }
 
 /// Whether `b` holds a run of at least `n` ASCII digits (an int beyond 64 bits has 19 or more).
+/// Such a run covers one of every n-th positions: probe those, look around a probe that is a digit.
 pub fn has_digit_run(b: &[u8], n: usize) -> bool {
-    let mut run = 0;
-    for &c in b {
-        if c.is_ascii_digit() {
-            run += 1;
-            if run >= n {
-                return true;
-            }
-        } else {
-            run = 0;
+    debug_assert!(n > 0);
+    let mut i = n - 1;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
+            i += n;
+            continue;
         }
+        let mut s = i;
+        while s > 0 && b[s - 1].is_ascii_digit() {
+            s -= 1;
+        }
+        let mut e = i + 1;
+        while e < b.len() && b[e].is_ascii_digit() {
+            e += 1;
+        }
+        if e - s >= n {
+            return true;
+        }
+        i = e + n; // a run is at most until e - 1: the next one starts at e + 1 or later
     }
     false
 }

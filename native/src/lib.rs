@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 
 mod decide;
 mod json;
+mod map;
 mod value;
 
 use value::{py_str, Unsupported, R};
@@ -204,6 +205,12 @@ fn _loads(py: Python<'_>, raw: &[u8]) -> PyResult<PyObject> {
     value::to_py(py, &v)
 }
 
+/// json::has_digit_run (tests).
+#[pyfunction]
+fn _has_digit_run(raw: &[u8], n: usize) -> bool {
+    n > 0 && json::has_digit_run(raw, n)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // the spec format decide::Spec::from_dict reads (aggregate/native.py refuses a stale build)
@@ -214,5 +221,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_dumps, m)?)?;
     m.add_function(wrap_pyfunction!(_reencode, m)?)?;
     m.add_function(wrap_pyfunction!(_loads, m)?)?;
+    m.add_function(wrap_pyfunction!(_has_digit_run, m)?)?;
     Ok(())
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

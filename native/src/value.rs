@@ -8,14 +8,12 @@
 use std::cmp::Ordering;
 use std::rc::Rc;
 
-use indexmap::IndexMap;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString};
 
-pub type Key = Rc<str>;
-pub type Hasher = foldhash::fast::RandomState;
-pub type Map = IndexMap<Key, Val, Hasher>;
+pub use crate::map::Key;
+pub type Map = crate::map::OMap<Val>;
 
 /// Nesting accepted from Python objects (payloads). orjson writes up to 254 nested containers and
 /// hands deeper documents to the stdlib (whose floats differ); with these limits every document
@@ -36,6 +34,8 @@ pub enum Val {
     Str(Rc<str>),
     List(Rc<Vec<Val>>),
     Dict(Rc<Map>),
+    /// a dict still as the state's JSON bytes (json::loads_state): parsed when looked into
+    Raw(Rc<crate::json::RawJson>),
 }
 
 /// Why the core cannot answer exactly; the Python wrapper then takes the reference path.
@@ -56,15 +56,37 @@ macro_rules! unsupported {
 }
 
 pub fn new_map() -> Map {
-    Map::with_hasher(Hasher::default())
+    Map::new()
 }
 
 pub fn map_with_capacity(n: usize) -> Map {
-    Map::with_capacity_and_hasher(n, Hasher::default())
+    Map::with_capacity(n)
 }
 
 pub fn key(s: &str) -> Key {
     Rc::from(s)
+}
+
+thread_local! {
+    static INTERNED: std::cell::RefCell<std::collections::HashSet<Key, foldhash::fast::RandomState>> =
+        std::cell::RefCell::new(std::collections::HashSet::with_hasher(Default::default()));
+}
+
+/// Names that recur (field names, the state's keys): one allocation each per thread, equal keys then
+/// share it (map lookups compare the pointer first). Bounded: full, it starts over.
+pub fn intern(s: &str) -> Key {
+    INTERNED.with(|t| {
+        let mut t = t.borrow_mut();
+        if let Some(k) = t.get(s) {
+            return k.clone();
+        }
+        if t.len() >= 16_384 {
+            t.clear();
+        }
+        let k: Key = Rc::from(s);
+        t.insert(k.clone());
+        k
+    })
 }
 
 impl Val {
@@ -80,6 +102,7 @@ impl Val {
             Val::Str(s) => !s.is_empty(),
             Val::List(l) => !l.is_empty(),
             Val::Dict(d) => !d.is_empty(),
+            Val::Raw(r) => !r.is_empty(),
         }
     }
 
@@ -112,7 +135,7 @@ impl Val {
             Val::Float(_) => "float",
             Val::Str(_) => "str",
             Val::List(_) => "list",
-            Val::Dict(_) => "dict",
+            Val::Dict(_) | Val::Raw(_) => "dict",
         }
     }
 }
@@ -125,8 +148,9 @@ pub fn from_py(obj: &Bound<'_, PyAny>, depth: usize) -> R<Val> {
     from_py_inner(obj, depth, false)
 }
 
-/// A mapping rule's literal (a transition's from/to): like from_py, but +-infinity is kept
-/// (float("inf") == float("Infinity") matters there; rows never carry one).
+/// A mapping rule's literal (a transition's from/to): like from_py, but NaN and +-infinity are kept:
+/// same_value() compares them (a str "inf" equals float("inf"); float(a) == float(nan) is False
+/// once float(a) did not raise).
 pub fn literal_from_py(obj: &Bound<'_, PyAny>) -> R<Val> {
     from_py_inner(obj, 0, true)
 }
@@ -146,7 +170,7 @@ fn from_py_inner(obj: &Bound<'_, PyAny>, depth: usize, allow_inf: bool) -> R<Val
     }
     if let Ok(f) = obj.downcast_exact::<PyFloat>() {
         let v = f.value();
-        if v.is_nan() || (v.is_infinite() && !allow_inf) {
+        if !v.is_finite() && !allow_inf {
             return Err(unsupported!("float {v} (orjson writes null; Python compares it its own way)"));
         }
         return Ok(Val::Float(v));
@@ -176,7 +200,7 @@ fn dict_from_py_inner(d: &Bound<'_, PyDict>, depth: usize, allow_inf: bool) -> R
     let mut m = map_with_capacity(d.len());
     for (k, v) in d.iter() {
         let k = k.downcast_exact::<PyString>().map_err(|_| unsupported!("a dict key that is not a str"))?;
-        m.insert(Rc::from(py_str(k)?), from_py_inner(&v, depth, allow_inf)?);
+        m.insert(intern(py_str(k)?), from_py_inner(&v, depth, allow_inf)?);
     }
     Ok(m)
 }
@@ -201,6 +225,7 @@ fn int_from_py(i: &Bound<'_, PyInt>) -> R<Val> {
 
 pub fn to_py(py: Python<'_>, v: &Val) -> PyResult<PyObject> {
     Ok(match v {
+        Val::Raw(r) => to_py(py, &r.parse())?,
         Val::Null => py.None(),
         Val::Bool(b) => PyBool::new(py, *b).to_owned().into_any().unbind(),
         Val::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
@@ -230,6 +255,12 @@ fn big_to_py<'py>(py: Python<'py>, s: &str) -> PyResult<Bound<'py, PyAny>> {
 
 /// `a == b` as Python evaluates it for these values.
 pub fn py_eq(py: Python<'_>, a: &Val, b: &Val) -> R<bool> {
+    if let Val::Raw(r) = a {
+        return py_eq(py, &r.parse(), b);
+    }
+    if let Val::Raw(r) = b {
+        return py_eq(py, a, &r.parse());
+    }
     Ok(match (a, b) {
         (Val::Null, Val::Null) => true,
         (Val::Str(x), Val::Str(y)) => x == y,
@@ -255,7 +286,7 @@ pub fn py_eq(py: Python<'_>, a: &Val, b: &Val) -> R<bool> {
                 return Ok(false);
             }
             for (k, v) in x.iter() {
-                match y.get(k) {
+                match y.get(&**k) {
                     Some(w) => {
                         if !py_eq(py, v, w)? {
                             return Ok(false);
