@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# rustup installs cargo in ~/.cargo/bin, which a non-login shell (CI, cron) does not have on PATH
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: venv services-up services-down services-status test test-unit demo bench check clean
 
