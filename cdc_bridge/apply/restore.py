@@ -26,12 +26,12 @@ import uuid
 from dataclasses import dataclass, field
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from cdc_bridge.apply.changelog import is_marker, marker_offset
 from cdc_bridge.observability.metrics import BridgeMetrics
 from cdc_bridge.sink.clients import consumer_config
-from cdc_bridge.sink.errors import describe
+from cdc_bridge.sink.errors import describe, kafka_error_of
 from cdc_bridge.sink.settings import KafkaSettings
 from cdc_bridge.state.lmdb_store import LmdbStateStore
 
@@ -90,8 +90,7 @@ class ChangelogRestorer:
             self.metrics.restores.labels("current").inc()
             log.info("partition state is current", partition=partition, commands_offset=committed)
             return committed
-        low, end = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=30,
-                                                        cached=False)   # read_committed: the last stable offset
+        low, end = self._watermarks(partition)
         changelog_offset = (local or {}).get("changelog_offset")
         incremental = local is not None and changelog_offset is not None and changelog_offset >= low
         start = changelog_offset if incremental else 0
@@ -113,6 +112,23 @@ class ChangelogRestorer:
             return self._finish(task)
         self._assign()
         return -1
+
+    def _watermarks(self, partition: int) -> tuple[int, int]:
+        """The changelog partition's (low, last stable offset). A retriable error (a leader moving, a broker
+        restarting: NOT_LEADER_FOR_PARTITION, timeouts) is retried with backoff for up to ~1 minute."""
+        tp = TopicPartition(self.topic, partition)
+        delay = 0.1
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self._consumer.get_watermark_offsets(tp, timeout=30, cached=False)   # read_committed: LSO
+            except KafkaException as e:
+                err = kafka_error_of(e)
+                if err is None or not err.retriable() or time.monotonic() > deadline:
+                    raise
+                log.warning("changelog offsets not available yet; retrying", partition=partition, error=describe(err))
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
 
     def cancel(self, partitions: set[int]) -> None:
         """The partitions were revoked: stop restoring them (what was written stays; progress is unchanged)."""

@@ -335,9 +335,12 @@ class AggregateWorker:
             p = tp.partition
             if p not in self._pending:
                 continue
-            self._pending.discard(p)
             offset = tp.offset if tp.offset >= 0 else None
             start = self._restorer.plan(p, offset)
+            if p not in self._pending:   # revoked meanwhile (a rebalance callback ran inside a Kafka call)
+                self._restorer.cancel({p})
+                continue
+            self._pending.discard(p)
             if start == -1:
                 self.restoring.add(p)
             else:
@@ -347,7 +350,18 @@ class AggregateWorker:
         assert self._consumer is not None
         self.restoring.discard(p)
         tp = TopicPartition(self.commands_topic, p, start if start is not None else OFFSET_BEGINNING)
-        self._consumer.seek(tp)
+        try:
+            self._consumer.seek(tp)
+        except KafkaException as e:
+            err = kafka_error_of(e)
+            if err is None or err.code() != KafkaError._STATE or any(
+                    t.topic == self.commands_topic and t.partition == p for t in self._consumer.assignment()):
+                raise
+            # no longer assigned (revoked while its state was checked or restored): its next owner, or
+            # this worker at its next assignment, starts it from the committed offset
+            log.info("partition not started: no longer assigned", partition=p, worker_id=self.worker_id)
+            self._forget(p)
+            return
         self._consumer.resume([TopicPartition(self.commands_topic, p)])
         self.owned.add(p)
         self.metrics.worker_partitions.set(len(self.owned))
