@@ -13,7 +13,7 @@ implementations get identical inputs and their outputs are checked equal before 
   large      orders of 200 lines; each transaction changes 5 lines of one order (state and events are large)
   captured   (--captured) bench/micro.py's SourceTransactions translated by the orders mapping
 Timing: time.process_time around all calls of a stream, divided by its commands (apply) or events
-(envelope); the median of --repeat runs. The interpreter runs as the daemon does (cdc_bridge.tuning.tune():
+(envelope); the median of --repeat runs, Python and compiled alternating (A B, B A, ...). The interpreter runs as the daemon does (cdc_bridge.tuning.tune():
 the recorded calls frozen out of the collector's scans, young collections every 50,000 allocations);
 --no-tuning keeps CPython's defaults. The apply of a call includes what the API includes: reading
 the state JSON, deciding, evolving, writing state and event data JSON.
@@ -209,15 +209,18 @@ def record(ref: ReferenceCore, stream: list[tuple[str, list[tuple]]]) -> tuple[l
     return calls, envelopes
 
 
-def cpu(fn, items, repeat: int) -> float:
-    """Median CPU seconds of fn over all items."""
-    runs = []
-    for _ in range(repeat):
-        t0 = time.process_time()
-        for args in items:
-            fn(*args)
-        runs.append(time.process_time() - t0)
-    return statistics.median(runs)
+def cpu_pair(fa, fb, items, repeat: int) -> tuple[float, float]:
+    """Median CPU seconds of fa and of fb over all items; the two alternate (A B, B A, ...) so that
+    other load on the machine falls on both alike."""
+    runs: tuple[list[float], list[float]] = ([], [])
+    for r in range(repeat):
+        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+            fn = (fa, fb)[which]
+            t0 = time.process_time()
+            for args in items:
+                fn(*args)
+            runs[which].append(time.process_time() - t0)
+    return statistics.median(runs[0]), statistics.median(runs[1])
 
 
 def main() -> int:
@@ -262,11 +265,9 @@ def main() -> int:
     print("-" * len(head))
     for name, (calls, envelopes) in recorded.items():
         n_cmds = sum(len(c[1]) for c in calls)
-        py_apply = cpu(ref.apply, calls, args.repeat) / n_cmds * 1e6
-        rs_apply = cpu(nat.core.apply, calls, args.repeat) / n_cmds * 1e6
+        py_apply, rs_apply = (t / n_cmds * 1e6 for t in cpu_pair(ref.apply, nat.core.apply, calls, args.repeat))
         n_ev = max(1, len(envelopes))
-        py_env = cpu(ref.envelope, envelopes, args.repeat) / n_ev * 1e6
-        rs_env = cpu(nat.core.envelope, envelopes, args.repeat) / n_ev * 1e6
+        py_env, rs_env = (t / n_ev * 1e6 for t in cpu_pair(ref.envelope, nat.core.envelope, envelopes, args.repeat))
         print(f"{name:<10} {len(calls):>7} {n_cmds:>9} {len(envelopes):>7} | {py_apply:>8.2f} {rs_apply:>8.2f} "
               f"{py_apply / rs_apply:>5.1f}x | {py_env:>7.2f} {rs_env:>7.2f} {py_env / rs_env:>5.1f}x")
     print("\nratio = python / native; the calls and envelopes were checked byte-identical first")
