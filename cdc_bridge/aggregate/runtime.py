@@ -151,7 +151,7 @@ class AggregateRuntime:
         deciders = self.deciders
         partitions = self.partitions
         get = self.store.get
-        encoded = _TxnEncoding(txn)
+        encoded: _TxnEncoding | None = None   # built at the first group the compiled core applies
         for (aggregate, aggregate_id), cmds in groups.items():
             decider = deciders.get(aggregate)
             if decider is None:
@@ -164,20 +164,22 @@ class AggregateRuntime:
                 cmds.sort(key=_by_index)   # stable: binlog order within the transaction
             partition = partition_for(aggregate_id, partitions)
             record = get(partition, aggregate, aggregate_id)
-            if record is None:
-                if self._core(aggregate, decider) is None:
-                    record = AggregateRecord(aggregate, aggregate_id, decider.initial_state())
-            elif record.last_position is not None:
+            if record is not None and record.last_position is not None:
                 fresh = _after(cmds, record.last_position.order_key)
                 result.skipped += len(cmds) - len(fresh)
                 if not fresh:
                     continue
                 cmds = fresh
             core = self._core(aggregate, decider)
-            if core is not None:
-                if self._apply_group_native(core, partition, record, cmds, txn, result, encoded):
-                    grown.add(partition)
-            elif self._apply_group(decider, partition, record, cmds, txn, result):
+            if core is not None:   # a new instance: the core starts from the initial state itself
+                if encoded is None:
+                    encoded = _TxnEncoding(txn)
+                grew = self._apply_group_native(core, partition, record, cmds, txn, result, encoded)
+            else:
+                grew = self._apply_group(decider, partition,
+                                         record or AggregateRecord(aggregate, aggregate_id, decider.initial_state()),
+                                         cmds, txn, result)
+            if grew:
                 grown.add(partition)
 
         for partition in sorted(grown):
