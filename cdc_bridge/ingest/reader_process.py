@@ -11,8 +11,10 @@ commit a batch the moment it has caught up instead of waiting out `batch.max_wai
 The child holds nothing the parent has not seen: it never acknowledges or checkpoints;
 the parent restarts it from its own committed position. It dies with the parent
 (PR_SET_PDEATHSIG), so a SIGKILLed bridge never leaves a reader holding its server_id.
-SIGINT/SIGTERM/SIGHUP are the parent's to handle; the child ignores them and stops when
-told to or when the socket closes.
+SIGINT/SIGTERM/SIGHUP are the parent's to handle: the child runs in its own process group
+(a signal sent to the bridge's group, `kill -HUP -PGID` or a terminal's, would otherwise
+kill it during its start-up, before it can ignore them), ignores them, and stops when told
+to or when the socket closes.
 """
 
 from __future__ import annotations
@@ -178,7 +180,8 @@ class ProcessSource:
             self._proc = subprocess.Popen(
                 # -P: not the working directory first on sys.path, PYTHONPATH (our tree) wins
                 [sys.executable, "-P", "-m", "cdc_bridge.ingest.reader_process", str(child_sock.fileno()), str(os.getpid())],
-                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True)
+                pass_fds=(child_sock.fileno(),), stdin=subprocess.DEVNULL, env=env, close_fds=True,
+                process_group=0)  # the group's signals are the parent's (see the module docstring)
         finally:
             child_sock.close()
         self._conn = Connection(parent_sock.detach())

@@ -481,6 +481,57 @@ def test_child_dies_when_parent_is_sigkilled(mysql_settings, admin_db, db, tmp_p
     assert "Traceback" not in (tmp_path / "parent.log").read_text()
 
 
+GROUP_SIGNAL_SCRIPT = textwrap.dedent("""
+    import json, signal, sys
+    from cdc_bridge.source import SourceSettings
+    from cdc_bridge.ingest.reader_process import ProcessSource
+
+    signal.signal(signal.SIGHUP, lambda *_: print("hup", flush=True))  # the bridge handles it: a reload
+    settings = SourceSettings(**json.loads(sys.argv[1]))
+    print("spawning", flush=True)
+    source = ProcessSource(settings, {sys.argv[2]: None}, log_level="WARNING")
+    for item in source.transactions():
+        if item is not None:
+            print("item", flush=True)
+""")
+
+
+def test_signals_to_the_bridges_process_group_do_not_kill_the_reader(mysql_settings, db, tmp_path):
+    """`kill -HUP -PGID` (or a terminal's hangup) reaches the whole process group. The reader must
+    not die of it while it starts (before it can ignore the signal): the parent reloads, the reader
+    reads on. CI caught this as a BrokenPipeError in `run` when a SIGHUP met the reader's start."""
+    settings = make_settings(mysql_settings)
+    spec = {k: v for k, v in mysql_settings.items()}
+    spec.update(server_id=settings.server_id, heartbeat_seconds=0.3, read_timeout_seconds=5)
+    script = tmp_path / "parent.py"
+    script.write_text(GROUP_SIGNAL_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp_path / "parent.out"
+    with open(out, "wb") as out_file, open(tmp_path / "parent.log", "wb") as log_file:
+        parent = subprocess.Popen([sys.executable, str(script), json.dumps(spec), f"{db}.t"], cwd=ROOT, env=env,
+                                  stdout=out_file, stderr=log_file, start_new_session=True)
+    try:
+        wait_for(lambda: b"spawning" in out.read_bytes(), 10, "the parent script to spawn its reader")
+        deadline = time.monotonic() + 2.0  # a SIGHUP to the group every 5 ms through the reader's start-up
+        while time.monotonic() < deadline and parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGHUP)
+            time.sleep(0.005)
+        [child] = wait_for(lambda: reader_pids(parent.pid), 10, "the reader process of the parent script")
+        write_txns(mysql_settings, db, range(1, 3))
+        wait_for(lambda: out.read_bytes().count(b"item") >= 2 or parent.poll() is not None, 10,
+                 "2 transactions through the reader")
+        assert parent.poll() is None, (tmp_path / "parent.log").read_text()
+        assert alive(child)
+        assert out.read_bytes().count(b"hup") > 10  # the parent got the signals
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for pid in reader_pids(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert "Traceback" not in (tmp_path / "parent.log").read_text()
+
+
 # ------------------------------------------------------------------ translation in the reader process
 
 
