@@ -105,6 +105,9 @@ def replay(args: argparse.Namespace) -> None:
         digest = hashlib.sha256()
         t = {"translate": 0.0, "handoff": 0.0, "apply": 0.0, "serialize": 0.0, "commit": 0.0}
         applier = TransactionApplier(runtime, mappings)
+        # the commands' wire form end to end (the reader translates into it, the runtime applies it); a
+        # --code tree from before it: Commands built from the wire, as ProcessSource then did
+        wired = hasattr(applier, "apply_wire")
         dumps, loads, proto = pickle.dumps, pickle.loads, pickle.HIGHEST_PROTOCOL
         pc = time.thread_time   # CPU time of this thread: robust to other load on the machine
         events = dead = 0
@@ -132,9 +135,12 @@ def replay(args: argparse.Namespace) -> None:
                 t0 = pc()
                 msgs = []
                 for txn in batch:
-                    commands, dl = mappings.translate(txn)
-                    msgs.append(dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(),
-                                       [command_to_wire(c) for c in commands], dl), proto))
+                    if wired:
+                        wire, dl = mappings.translate(txn, wire=True)
+                    else:
+                        commands, dl = mappings.translate(txn)
+                        wire = [command_to_wire(c) for c in commands]
+                    msgs.append(dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(), wire, dl), proto))
                 t1 = pc()
                 best["translate"] = min(best["translate"], t1 - t0)
                 # main: unpickle, commands from wire (ProcessSource.transactions)
@@ -143,14 +149,17 @@ def replay(args: argparse.Namespace) -> None:
                 for raw in msgs:
                     gtid, commit_ts, position, row_counts, wire, dl = loads(raw)
                     txn = SourceTransaction(gtid, commit_ts, position, row_counts=row_counts, dead_letters=dl)
-                    txn.commands = commands_from_wire(wire, position, txn.txn_id, commit_ts)
+                    if wired:
+                        txn.wire = wire
+                    else:
+                        txn.commands = commands_from_wire(wire, position, txn.txn_id, commit_ts)
                     translated.append(txn)
                 t1 = pc()
                 best["handoff"] = min(best["handoff"], t1 - t0)
                 evs, dls = [], []
                 t0 = pc()
                 for txn in translated:
-                    res = applier.apply(txn, txn.commands)
+                    res = applier.apply_wire(txn, txn.wire) if wired else applier.apply(txn, txn.commands)
                     evs.extend(res.events)
                     dls.extend(txn.dead_letters)
                     dls.extend(res.dead_letters)

@@ -23,6 +23,18 @@ apply(state_json, commands, aggregate_id)
 envelope(...) == jsoncodec.dumps(DomainEvent(...).envelope(occurred_at)) where source_json and
 data_json are jsoncodec.dumps of the event's source and data.
 
+apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence, schema_version,
+           occurred_at, source_tail)    -- what the runtime calls: apply() and envelope() in one
+    wire         the commands as the reader process sends them (mapping/translate.py command_to_wire:
+                 (command_type, aggregate, aggregate_id, entity, entity_id, operation, payload, before,
+                 table, index, soft)), all of ONE source transaction: commit_ts, txn_id and position
+                 (to_dict() or None) are its values, given once
+    sequence     the instance's last sequence; schema_version, occurred_at (rfc3339 of commit_ts):
+                 the envelope's; source_tail: jsoncodec.dumps(source block) after its "table" value
+  returns (new_state_json, last_sequence, events, rejections, held): events [(event_type, table,
+    data_json, tombstone, value)] are the published drafts numbered sequence + 1, ... with value =
+    envelope(...) of each, source = {"table": <its table>, <source_tail>.
+
 DeclarativeDecider and jsoncodec are the reference; ReferenceCore is them behind this API (the
 fallback, and the oracle of tests/unit/aggregate/test_native_core.py). The compiled core raises
 _native.Unsupported for what it cannot answer exactly (a value type it does not know, NaN, a
@@ -51,7 +63,7 @@ log = structlog.get_logger(__name__)
 ENV = "CDC_BRIDGE_NATIVE_APPLY"
 """CDC_BRIDGE_NATIVE_APPLY=0 turns the compiled core off (no warning)."""
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 """The spec format native/src/decide.rs reads; a build reporting another one is stale and not used."""
 
 try:
@@ -73,6 +85,7 @@ _warned = False
 Draft = tuple[str, str, bytes, bool, bool]
 Rejection = tuple[int, str, str]
 Held = tuple[str, str, Any]
+Event = tuple[str, str, bytes, bool, bytes]   # event_type, table, data_json, tombstone, record value
 
 
 class Core(Protocol):
@@ -81,6 +94,11 @@ class Core(Protocol):
 
     def envelope(self, event_type: str, aggregate: str, aggregate_id: str, sequence: int, schema_version: int,
                  occurred_at: str, source_json: bytes, data_json: bytes) -> bytes: ...
+
+    def apply_wire(self, state_json: bytes | None, wire: list[tuple], aggregate_id: str, commit_ts: float,
+                   txn_id: str, position: dict[str, Any] | None, sequence: int, schema_version: int,
+                   occurred_at: str, source_tail: bytes
+                   ) -> tuple[bytes, int, list[Event], list[Rejection], list[Held]]: ...
 
 
 def native_available() -> bool:
@@ -197,6 +215,17 @@ class NativeCore:
             self.fallbacks += 1
             return self.reference.apply(state_json, commands, aggregate_id)
 
+    def apply_wire(self, state_json: bytes | None, wire: list[tuple], aggregate_id: str, commit_ts: float,
+                   txn_id: str, position: dict[str, Any] | None, sequence: int, schema_version: int,
+                   occurred_at: str, source_tail: bytes) -> tuple[bytes, int, list[Event], list[Rejection], list[Held]]:
+        try:
+            return self.core.apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence,
+                                        schema_version, occurred_at, source_tail)
+        except Unsupported:
+            self.fallbacks += 1
+            return self.reference.apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence,
+                                             schema_version, occurred_at, source_tail)
+
     def envelope(self, event_type: str, aggregate: str, aggregate_id: str, sequence: int, schema_version: int,
                  occurred_at: str, source_json: bytes, data_json: bytes) -> bytes:
         try:
@@ -258,6 +287,26 @@ class ReferenceCore:
             [(r.record["index"], r.reason, r.detail) for r in decision.rejections],
             [(entity, entity_id, entry["since"]) for entity, entity_id, entry in held_entries(state)],
         )
+
+    def apply_wire(self, state_json: bytes | None, wire: list[tuple], aggregate_id: str, commit_ts: float,
+                   txn_id: str, position: dict[str, Any] | None, sequence: int, schema_version: int,
+                   occurred_at: str, source_tail: bytes) -> tuple[bytes, int, list[Event], list[Rejection], list[Held]]:
+        """apply() of wire tuples (command_to_wire's form) of one source transaction, whose commit_ts, txn_id
+        and position they share; the published drafts numbered from sequence + 1 and enveloped (source:
+        {"table": <the draft's table>, <source_tail>)."""
+        state_json, drafts, rejections, held = self.apply(
+            state_json, [(w[1], w[3], w[4], w[5], w[6], w[7], w[8], w[10], commit_ts, txn_id, position) for w in wire],
+            aggregate_id)
+        events = []
+        for event_type, table, data_json, internal, tombstone in drafts:
+            if internal:
+                continue
+            sequence += 1
+            source_json = b'{"table":' + dumps(table) + source_tail
+            events.append((event_type, table, data_json, tombstone,
+                           self.envelope(event_type, self.decider.aggregate, aggregate_id, sequence, schema_version,
+                                         occurred_at, source_json, data_json)))
+        return state_json, sequence, events, rejections, held
 
     def envelope(self, event_type: str, aggregate: str, aggregate_id: str, sequence: int, schema_version: int,
                  occurred_at: str, source_json: bytes, data_json: bytes) -> bytes:

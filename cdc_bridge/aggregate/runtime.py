@@ -40,6 +40,7 @@ from cdc_bridge.aggregate.native import core_for
 from cdc_bridge.aggregate.router import partition_for
 from cdc_bridge.jsoncodec import dumps, loads
 from cdc_bridge.mapping.command import Command, DeadLetter
+from cdc_bridge.mapping.translate import command_to_wire, commands_from_wire
 from cdc_bridge.mapping.schema import AggregateMapping
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.state.lmdb_store import HeldRef, LmdbStateStore
@@ -140,51 +141,96 @@ class AggregateRuntime:
         aggregate worker passes the one partition the commands came from: each partition's expiry then
         depends on that partition's own records only, whichever worker owns it.
         """
+        pos, txn_id, commit_ts = txn.position, txn.txn_id, txn.commit_ts
+        if all((c.position is pos or c.position == pos) and c.txn_id == txn_id and c.commit_ts == commit_ts
+               for c in commands):   # always, but for hand-made commands: the wire form says the same
+            return self.apply_wire([command_to_wire(c) for c in commands], txn, partitions)
+        return self._apply_mixed(commands, txn, partitions)
+
+    def apply_wire(self, wire: list[tuple], txn: TxnInfo, partitions: Collection[int] | None = None) -> ApplyResult:
+        """apply() of commands in their wire form (mapping/translate.py command_to_wire; what the reader
+        process sends), all of this transaction: their position, txn_id and commit_ts are txn's. A
+        declarative aggregate's commands go to its compiled core as they are; Command objects are built
+        only for a Python decider and for rejections."""
         result = ApplyResult()
         result.dead_letters.extend(self.expire_held(txn.commit_ts, partitions))
 
-        groups: dict[tuple[str, str], list[Command]] = {}
-        for cmd in commands:
-            groups.setdefault((cmd.aggregate, cmd.aggregate_id), []).append(cmd)
+        groups: dict[tuple[str, str], list[tuple]] = {}
+        for w in wire:
+            key = (w[1], w[2])
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [w]
+            else:
+                group.append(w)
 
         grown: set[int] = set()
-        deciders = self.deciders
-        partitions = self.partitions
+        n_partitions = self.partitions
         get = self.store.get
+        order_key = txn.position.order_key
         encoded: _TxnEncoding | None = None   # built at the first group the compiled core applies
-        for (aggregate, aggregate_id), cmds in groups.items():
-            decider = deciders.get(aggregate)
-            if decider is None:
-                raise UnknownAggregateError(
-                    f"command for aggregate {aggregate!r}, which has no mapping loaded "
-                    f"(known: {', '.join(sorted(deciders)) or 'none'}); with aggregate workers: ingest runs "
-                    "newer mappings than this worker, restart every worker with the mapping files ingest reads"
-                )
-            if len(cmds) > 1:
-                cmds.sort(key=_by_index)   # stable: binlog order within the transaction
-            partition = partition_for(aggregate_id, partitions)
+        for (aggregate, aggregate_id), ws in groups.items():
+            decider = self._decider(aggregate)
+            if len(ws) > 1:
+                ws.sort(key=_wire_index)   # stable: binlog order within the transaction
+            partition = partition_for(aggregate_id, n_partitions)
             record = get(partition, aggregate, aggregate_id)
-            if record is not None and record.last_position is not None:
-                fresh = _after(cmds, record.last_position.order_key)
-                result.skipped += len(cmds) - len(fresh)
-                if not fresh:
-                    continue
-                cmds = fresh
+            if record is not None and record.last_position is not None and order_key <= record.last_position.order_key:
+                result.skipped += len(ws)   # already applied to this instance
+                continue
             core = self._core(aggregate, decider)
             if core is not None:   # a new instance: the core starts from the initial state itself
                 if encoded is None:
                     encoded = _TxnEncoding(txn)
-                grew = self._apply_group_native(core, partition, record, cmds, txn, result, encoded)
+                grew = self._apply_group_wire(core, partition, record, ws, txn, result, encoded)
             else:
                 grew = self._apply_group(decider, partition,
                                          record or AggregateRecord(aggregate, aggregate_id, decider.initial_state()),
-                                         cmds, txn, result)
+                                         commands_from_wire(ws, txn.position, txn.txn_id, txn.commit_ts), txn, result)
             if grew:
                 grown.add(partition)
 
         for partition in sorted(grown):
             result.dead_letters.extend(self._expire_over_count(partition))
         return result
+
+    def _apply_mixed(self, commands: list[Command], txn: TxnInfo, partitions: Collection[int] | None) -> ApplyResult:
+        """apply() of commands that do not all carry the transaction's position, txn_id and commit_ts (made
+        by hand): each is skipped or applied by its own position, by the deciders in Python."""
+        result = ApplyResult()
+        result.dead_letters.extend(self.expire_held(txn.commit_ts, partitions))
+        groups: dict[tuple[str, str], list[Command]] = {}
+        for cmd in commands:
+            groups.setdefault((cmd.aggregate, cmd.aggregate_id), []).append(cmd)
+        grown: set[int] = set()
+        for (aggregate, aggregate_id), cmds in groups.items():
+            decider = self._decider(aggregate)
+            cmds.sort(key=_by_index)
+            partition = partition_for(aggregate_id, self.partitions)
+            record = self.store.get(partition, aggregate, aggregate_id)
+            if record is not None and record.last_position is not None:
+                fresh = [c for c in cmds if c.position.order_key > record.last_position.order_key]
+                result.skipped += len(cmds) - len(fresh)
+                if not fresh:
+                    continue
+                cmds = fresh
+            if self._apply_group(decider, partition,
+                                 record or AggregateRecord(aggregate, aggregate_id, decider.initial_state()),
+                                 cmds, txn, result):
+                grown.add(partition)
+        for partition in sorted(grown):
+            result.dead_letters.extend(self._expire_over_count(partition))
+        return result
+
+    def _decider(self, aggregate: str) -> Decider:
+        decider = self.deciders.get(aggregate)
+        if decider is None:
+            raise UnknownAggregateError(
+                f"command for aggregate {aggregate!r}, which has no mapping loaded "
+                f"(known: {', '.join(sorted(self.deciders)) or 'none'}); with aggregate workers: ingest runs "
+                "newer mappings than this worker, restart every worker with the mapping files ingest reads"
+            )
+        return decider
 
     def _apply_group(
         self,
@@ -269,39 +315,34 @@ class AggregateRuntime:
             log.info("apply path", aggregate=aggregate, compiled=got[1] is not None)
         return got[1]
 
-    def _apply_group_native(self, core: Any, partition: int, record: AggregateRecord | None, cmds: list[Command],
-                            txn: TxnInfo, result: ApplyResult, encoded: "_TxnEncoding") -> bool:
+    def _apply_group_wire(self, core: Any, partition: int, record: AggregateRecord | None, wire: list[tuple],
+                          txn: TxnInfo, result: ApplyResult, encoded: "_TxnEncoding") -> bool:
         """_apply_group through the compiled core: the state stays JSON from LMDB to LMDB, the events come
-        out as their record values. Same events, state and dead letters (tests/unit/aggregate/test_native_core.py)."""
-        c0 = cmds[0]
-        aggregate, aggregate_id = c0.aggregate, c0.aggregate_id
-        pos = txn.position
-        tuples = [(c.aggregate, c.entity, c.entity_id, c.operation, c.payload, c.before, c.table, c.soft,
-                   c.commit_ts, c.txn_id, encoded.position(c.position)) for c in cmds]
+        out numbered, with their record values. Same events, state and dead letters as the Python path
+        (tests/unit/aggregate/test_native_core.py)."""
+        w0 = wire[0]
+        aggregate, aggregate_id = w0[1], w0[2]
+        sequence = record.sequence if record is not None else 0
+        version = self.schema_versions[aggregate]
         try:
-            state_json, drafts, rejections, held = core.apply(record.state_json if record is not None else None,
-                                                              tuples, aggregate_id)
+            state_json, last, drafted, rejections, held = core.apply_wire(
+                record.state_json if record is not None else None, wire, aggregate_id, txn.commit_ts, encoded.txn_id,
+                encoded.position, sequence, version, encoded.occurred_at, encoded.source_tail)
         except Exception as e:
             raise DeciderError(
                 f"compiled declarative apply failed on {aggregate} {aggregate_id} in source transaction "
-                f"{txn.txn_id} ({pos}): {type(e).__name__}: {e}"
+                f"{encoded.txn_id} ({txn.position}): {type(e).__name__}: {e}"
             ) from e
-        sequence = record.sequence if record is not None else 0
         topic = self.topics[aggregate]
-        version = self.schema_versions[aggregate]
         events = result.events
-        commit_ts, occurred_at = txn.commit_ts, encoded.occurred_at
-        for event_type, table, data_json, internal, tombstone in drafts:
-            if internal:
-                continue
+        commit_ts = txn.commit_ts
+        for event_type, table, data_json, tombstone, value in drafted:
             sequence += 1
-            source, source_json = encoded.source(table)
             events.append(DomainEvent(   # positional: this runs once per event
-                event_type, aggregate, aggregate_id, sequence, version, commit_ts, source, loads(data_json), topic,
-                {TOMBSTONE_HEADER: "1"} if tombstone else {},
-                core.envelope(event_type, aggregate, aggregate_id, sequence, version, occurred_at, source_json,
-                              data_json)))
+                event_type, aggregate, aggregate_id, sequence, version, commit_ts, encoded.source(table),
+                loads(data_json), topic, {TOMBSTONE_HEADER: "1"} if tombstone else {}, value))
         if rejections:
+            cmds = commands_from_wire(wire, txn.position, encoded.txn_id, commit_ts)
             result.dead_letters.extend(reject(cmds[i], reason, detail) for i, reason, detail in rejections)
         grew = False
         held_since = None
@@ -309,7 +350,7 @@ class AggregateRuntime:
             old = {(e, i): entry["since"] for e, i, entry in held_entries(record.state)} if record is not None else {}
             grew = self._reindex(partition, aggregate, aggregate_id, old, {(e, i): since for e, i, since in held})
             held_since = min(since for _, _, since in held) if held else None
-        self.store.put(partition, AggregateRecord(aggregate, aggregate_id, None, sequence, pos, held_since,
+        self.store.put(partition, AggregateRecord(aggregate, aggregate_id, None, last, txn.position, held_since,
                                                   state_json=state_json))
         return grew
 
@@ -426,48 +467,41 @@ class AggregateRuntime:
 
 
 class _TxnEncoding:
-    """What the events of one source transaction share, encoded once: occurred_at, the source block per
-    table, the position of its commands (as the held entries store it)."""
+    """What the events of one source transaction share, encoded once: occurred_at, its txn_id and position
+    (as held entries store it), the source block per table and its JSON after the table (source_tail)."""
 
-    __slots__ = ("txn", "occurred_at", "_sources", "_pos", "_pos_dict")
+    __slots__ = ("txn", "txn_id", "occurred_at", "position", "source_tail", "_sources")
 
     def __init__(self, txn: TxnInfo) -> None:
         self.txn = txn
+        self.txn_id = txn.txn_id
         self.occurred_at = rfc3339(txn.commit_ts)
-        self._sources: dict[str, tuple[dict[str, Any], bytes]] = {}
-        self._pos: Any = None
-        self._pos_dict: dict[str, Any] | None = None
+        pos = txn.position
+        self.position = pos.to_dict()
+        block = dumps({"table": "", "gtid": txn.gtid, "binlog_file": pos.binlog_file, "binlog_pos": pos.binlog_pos,
+                       "txn_id": self.txn_id})
+        self.source_tail = block[len(_EMPTY_TABLE):]
+        self._sources: dict[str, dict[str, Any]] = {}
 
-    def source(self, table: str) -> tuple[dict[str, Any], bytes]:
+    def source(self, table: str) -> dict[str, Any]:
         got = self._sources.get(table)
         if got is None:
             t = self.txn
             pos = t.position
-            source = {"table": table, "gtid": t.gtid, "binlog_file": pos.binlog_file, "binlog_pos": pos.binlog_pos,
-                      "txn_id": t.txn_id}
-            got = self._sources[table] = (source, dumps(source))
+            got = self._sources[table] = {"table": table, "gtid": t.gtid, "binlog_file": pos.binlog_file,
+                                          "binlog_pos": pos.binlog_pos, "txn_id": self.txn_id}
         return got
 
-    def position(self, position: SourcePosition | None) -> dict[str, Any] | None:
-        if position is None:
-            return None
-        if position is not self._pos:   # one per transaction, as a rule
-            self._pos, self._pos_dict = position, position.to_dict()
-        return self._pos_dict
+
+_EMPTY_TABLE = b'{"table":""'
 
 
 def _by_index(c: Command) -> int:
     return c.index
 
 
-def _after(cmds: list[Command], last_key: tuple[int, int]) -> list[Command]:
-    """The commands whose position is after last_key (SourcePosition order), in order."""
-    p0 = cmds[0].position
-    for c in cmds:
-        if c.position is not p0:
-            return [c for c in cmds if c.position.order_key > last_key]
-    # the usual case: one transaction's commands share its position
-    return cmds if p0.order_key > last_key else []
+def _wire_index(w: tuple) -> int:
+    return w[9]
 
 
 def _oldest_held(state: dict[str, Any]) -> float | None:

@@ -23,6 +23,7 @@ from cdc_bridge.aggregate.router import partition_for
 from cdc_bridge.aggregate.runtime import AggregateRuntime, ApplyResult, TxnInfo
 from cdc_bridge.mapping.command import Command, DeadLetter
 from cdc_bridge.mapping.loader import MappingSet
+from cdc_bridge.mapping.translate import commands_from_wire
 from cdc_bridge.mapping.lookups import GONE, LOOKUP_AGGREGATE, lookup_specs, record_aggregate
 from cdc_bridge.state.record import AggregateRecord
 from cdc_bridge.source.position import SourcePosition
@@ -53,6 +54,16 @@ class TransactionApplier:
         if full_image:
             commands = commands + self._removed_children(commands)
         return self.runtime.apply(commands, txn, partitions)
+
+    def apply_wire(self, txn: TxnInfo, wire: list[tuple], *, full_image: bool = False,
+                   partitions: Collection[int] | None = None) -> ApplyResult:
+        """apply() of the transaction's commands in their wire form (mapping/translate.py command_to_wire;
+        all of them at txn's position): straight to the runtime unless lookups or a full-image snapshot
+        chunk need them as Commands."""
+        if full_image or self._lookups or (self._references and any(w[1] == LOOKUP_AGGREGATE for w in wire)):
+            return self.apply(txn, commands_from_wire(wire, txn.position, txn.txn_id, txn.commit_ts),
+                              full_image=full_image, partitions=partitions)
+        return self.runtime.apply_wire(wire, txn, partitions)
 
     # ------------------------------------------------------------------ lookups (mapping/lookups.py)
 

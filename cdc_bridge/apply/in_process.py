@@ -64,15 +64,16 @@ class InProcessApply:
         self.mappings, self.applier = mappings, applier
 
     # ---------------------------------------------------------------- apply
-    def apply(self, txn: SourceTransaction, commands: list[Command]) -> ApplyResult:
+    def apply(self, txn: SourceTransaction, wire: list[tuple]) -> ApplyResult:
+        """wire: the transaction's commands in their wire form (mapping/translate.py command_to_wire)."""
         assert self.applier is not None
         if txn.sweep_from is not None:
             return self.applier.sweep(txn.sweep_from, txn.position, txn.commit_ts)
-        return self.applier.apply(txn, commands, full_image=txn.full_image)
+        return self.applier.apply_wire(txn, wire, full_image=txn.full_image)
 
-    def replay(self, txn: SourceTransaction, commands: list[Command]) -> None:
+    def replay(self, txn: SourceTransaction, wire: list[tuple]) -> None:
         """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""
-        self.apply(txn, commands)
+        self.apply(txn, wire)
 
     # ---------------------------------------------------------------- batch boundaries
     def position(self) -> SourcePosition | None:

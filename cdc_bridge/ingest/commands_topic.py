@@ -82,20 +82,20 @@ def commands_topic_spec(config: BridgeConfig) -> TopicSpec:
 # --------------------------------------------------------------------------- encoding
 
 
-def txn_records(topic: str, partitions: int, partition_for: Partitioner, commands: list[Command],
+def txn_records(topic: str, partitions: int, partition_for: Partitioner, commands: list[tuple],
                 gtid: str | None, position: SourcePosition, txn_id: str, commit_ts: float,
                 *, full_image: bool = False) -> list[Record]:
-    """The txn records of one source transaction: one per partition its commands touch."""
+    """The txn records of one source transaction: one per partition its commands touch. commands: in
+    their wire form (mapping/translate.py command_to_wire), as they travel."""
     if not commands:
         return []
     by_partition: dict[int, list[tuple]] = {}
-    for c in commands:
-        if c.aggregate == LOOKUP_AGGREGATE:   # reference rows: every partition keeps them
-            wire = command_to_wire(c)
+    for w in commands:
+        if w[1] == LOOKUP_AGGREGATE:   # reference rows: every partition keeps them
             for p in range(partitions):
-                by_partition.setdefault(p, []).append(wire)
+                by_partition.setdefault(p, []).append(w)
             continue
-        by_partition.setdefault(partition_for(c.aggregate_id, partitions), []).append(command_to_wire(c))
+        by_partition.setdefault(partition_for(w[2], partitions), []).append(w)
     head: dict[str, Any] = {"gtid": gtid, "position": position.to_dict(), "txn_id": txn_id, "commit_ts": commit_ts}
     if full_image:
         head["full_image"] = True
@@ -176,6 +176,7 @@ def batch_records(topic: str, partitions: int, partition_for: Partitioner,
     """Every record of one batch: the txn records of its transactions, then the watermarks (tests, tools)."""
     out: list[Record] = []
     for commands, t in txns:
-        out.extend(txn_records(topic, partitions, partition_for, commands, t.gtid, t.position, t.txn_id, t.commit_ts))
+        out.extend(txn_records(topic, partitions, partition_for, [command_to_wire(c) for c in commands], t.gtid,
+                               t.position, t.txn_id, t.commit_ts))
     out.extend(watermark_records(topic, partitions, batch_end, commit_ts))
     return out

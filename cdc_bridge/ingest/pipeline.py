@@ -47,6 +47,7 @@ from cdc_bridge.ingest.reader_process import ProcessSource
 from cdc_bridge.ingest.resnapshot import split_signals, transactions_of
 from cdc_bridge.ingest.snapshot_phase import SnapshotPhase
 from cdc_bridge.mapping.command import Command, DeadLetter
+from cdc_bridge.mapping.translate import command_to_wire
 from cdc_bridge.mapping.loader import MappingSet, load_mappings
 from cdc_bridge.observability.metrics import NON_REJECTION_REASONS, BridgeMetrics  # noqa: F401 (re-exported)
 from cdc_bridge.sink.checkpoint import read_checkpoint
@@ -531,20 +532,24 @@ class IngestPipeline:
         for table, n in txn.rows_by_table().items():
             m.source_rows.labels(table).inc(n)
 
-    def _commands_of(self, txn: SourceTransaction) -> tuple[list[Command], list[DeadLetter]]:
+    def _commands_of(self, txn: SourceTransaction) -> tuple[list[tuple], list[DeadLetter]]:
+        """The transaction's commands in their wire form (mapping/translate.py command_to_wire: Command
+        objects are made only where something needs them) and the dead letters of its translation."""
+        if txn.wire is not None:   # translated in the reader process
+            return txn.wire, list(txn.dead_letters or ())
         if txn.commands is not None:
-            return txn.commands, list(txn.dead_letters or ())
+            return [command_to_wire(c) for c in txn.commands], list(txn.dead_letters or ())
         if txn.sweep_from is not None:
             return [], []
-        return self.mappings.translate(txn)
+        return self.mappings.translate(txn, wire=True)
 
     def _apply(self, txn: SourceTransaction, batch: Batch) -> None:
         commands, dead = self._commands_of(txn)
-        commands, signals = split_signals(commands, self.mappings.signal_table is not None)
+        commands, signals = split_signals(commands, txn, self.mappings.signal_table is not None)
         if commands:
             counts: dict[tuple[str, str], int] = {}
-            for c in commands:
-                k = (c.table, c.operation)
+            for w in commands:
+                k = (w[8], w[5])   # table, operation
                 counts[k] = counts.get(k, 0) + 1
             for (table, op), n in counts.items():
                 self.metrics.commands.labels(table, op).inc(n)
@@ -609,7 +614,7 @@ class IngestPipeline:
     def _replay(self, txn: SourceTransaction) -> None:
         """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""
         assert self.apply is not None
-        commands, signals = split_signals(self._commands_of(txn)[0], self.mappings.signal_table is not None)
+        commands, signals = split_signals(self._commands_of(txn)[0], txn, self.mappings.signal_table is not None)
         self.apply.replay(txn, commands)
         for signal in signals:
             for t in transactions_of(signal, self.config.name, self.mappings, txn):

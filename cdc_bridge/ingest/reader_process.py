@@ -33,7 +33,6 @@ from typing import Any
 
 import structlog
 
-from cdc_bridge.mapping.translate import command_to_wire, commands_from_wire
 from cdc_bridge.source.errors import SourceError
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.settings import SourceSettings
@@ -61,7 +60,7 @@ class ProcessSource:
                  log_level: str = "INFO", json_logs: bool | None = None, mappings: Any = None,
                  change_stream: Any = None) -> None:
         """mappings: a MappingSet to translate with in the child (transactions then arrive with
-        `commands`, `dead_letters` and `row_counts` instead of `changes`); None: row changes.
+        `wire`, `dead_letters` and `row_counts` instead of `changes`); None: row changes.
         change_stream: a ChangeStreamSpec: the child also builds the change records (`change_records`)."""
         self.settings = settings
         self._spec = {"settings": settings, "tables": tables, "start": start,
@@ -142,8 +141,7 @@ class ProcessSource:
                 if kind == _TRANSLATED:
                     gtid, commit_ts, position, row_counts, wire, dead, change_records = loads(raw[1:])
                     txn = SourceTransaction(gtid, commit_ts, position, row_counts=row_counts, dead_letters=dead,
-                                            change_records=change_records)
-                    txn.commands = commands_from_wire(wire, position, txn.txn_id, commit_ts)
+                                            change_records=change_records, wire=wire)
                     self._position = position
                     self.transactions_read += 1
                     yield txn
@@ -290,9 +288,9 @@ def _child_main(fd: int, parent_pid: int) -> int:
     def message(txn: SourceTransaction) -> bytes:
         if translate is None:
             return _TXN + dumps(txn, proto)
-        commands, dead = translate(txn)
-        return _TRANSLATED + dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(),
-                                    [command_to_wire(c) for c in commands], dead, change_records(txn)), proto)
+        wire, dead = translate(txn, wire=True)
+        return _TRANSLATED + dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(), wire, dead,
+                                    change_records(txn)), proto)
 
     try:
         for txn in source.transactions():

@@ -37,7 +37,7 @@ import structlog
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.mapping.command import Command
 from cdc_bridge.mapping.loader import MappingSet
-from cdc_bridge.mapping.translate import SIGNAL_AGGREGATE
+from cdc_bridge.mapping.translate import SIGNAL_AGGREGATE, commands_from_wire
 from cdc_bridge.source.transaction import RowChange, SourceTransaction
 
 log = structlog.get_logger(__name__)
@@ -47,12 +47,14 @@ class ResnapshotError(Exception):
     exit_code = 64
 
 
-def split_signals(commands: list[Command], enabled: bool = True) -> tuple[list[Command], list[Command]]:
-    """(the commands, the signal commands among them); enabled False (no signal table): no scan."""
-    if not enabled or not any(c.aggregate == SIGNAL_AGGREGATE for c in commands):
-        return commands, []
-    return ([c for c in commands if c.aggregate != SIGNAL_AGGREGATE],
-            [c for c in commands if c.aggregate == SIGNAL_AGGREGATE])
+def split_signals(wire: list[tuple], txn: SourceTransaction, enabled: bool = True
+                  ) -> tuple[list[tuple], list[Command]]:
+    """(the commands in their wire form, the signal commands among them as Commands); enabled False (no
+    signal table): no scan."""
+    if not enabled or not any(w[1] == SIGNAL_AGGREGATE for w in wire):
+        return wire, []
+    return ([w for w in wire if w[1] != SIGNAL_AGGREGATE],
+            commands_from_wire([w for w in wire if w[1] == SIGNAL_AGGREGATE], txn.position, txn.txn_id, txn.commit_ts))
 
 
 def transactions_of(signal: Command, bridge: str, mappings: MappingSet, txn: SourceTransaction

@@ -622,9 +622,10 @@ class MappingSet:
         aggregates, so that the aggregates' lookups resolve."""
         return [r.snapshot_mapping() for r in self.references.values()] + list(self.aggregates)
 
-    def translate(self, txn: SourceTransaction) -> tuple[list[Command], list[DeadLetter]]:
-        """A source transaction's row changes -> (commands, dead letters); see mapping/translate.py."""
-        return self._translator.translate(txn)
+    def translate(self, txn: SourceTransaction, wire: bool = False) -> tuple[list[Command], list[DeadLetter]]:
+        """A source transaction's row changes -> (commands, dead letters); see mapping/translate.py.
+        wire: the commands as command_to_wire's tuples instead (what the reader process sends)."""
+        return self._translator.translate(txn, wire)
 
     def __repr__(self) -> str:
         return f"MappingSet({[a.aggregate for a in self.aggregates]})"

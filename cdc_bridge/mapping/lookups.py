@@ -74,7 +74,7 @@ class LookupTranslator:
         key = row.get(self.ref.key)
         if key is None:
             return None
-        position, txn_id, commit_ts = ctx
+        position, txn_id, commit_ts = ctx[:3]
         k = str(key)
         payload = {c: row.get(c) for c in self.columns} if op == "insert" else {}
         return Command.model_construct(

@@ -518,7 +518,10 @@ class TableTranslator:
 
     def _build(self, op: str, agg_id: str, ent_id: str, payload: dict, before: dict | None,
                index: int, ctx: tuple, soft: bool = False) -> Command:
-        position, txn_id, commit_ts = ctx
+        position, txn_id, commit_ts, wire = ctx
+        if wire:   # the wire form (command_to_wire's tuple): no Command object where nothing needs one
+            return (self.ctype[op], self.aggregate, agg_id, self.entity, ent_id, op,  # type: ignore[return-value]
+                    payload, before, self.table, index, soft)
         return _make_command(
             command_type=self.ctype[op], aggregate=self.aggregate, aggregate_id=agg_id, entity=self.entity,
             entity_id=ent_id, operation=op, payload=payload, before=before, table=self.table,
@@ -539,7 +542,7 @@ class _SignalTranslator:
     def translate(self, ch: RowChange, index: int, ctx: tuple, out: list[Command]) -> None:
         if ch.op != "insert" or ch.after is None:
             return
-        position, txn_id, commit_ts = ctx
+        position, txn_id, commit_ts = ctx[:3]
         out.append(Command.model_construct(
             command_type="Signal", aggregate=SIGNAL_AGGREGATE, aggregate_id=str(ch.after.get("id")), entity="root",
             entity_id=str(ch.after.get("id")), operation="insert", payload=dict(ch.after), before=None,
@@ -565,8 +568,9 @@ class Translator:
         if signal_table:
             self.tables[signal_table] = (_SignalTranslator(signal_table),)
 
-    def translate(self, txn: SourceTransaction) -> tuple[list[Command], list[DeadLetter]]:
-        commands: list[Command] = []
+    def translate(self, txn: SourceTransaction, wire: bool = False) -> tuple[list[Any], list[DeadLetter]]:
+        """wire: the commands in their wire form (command_to_wire's tuples; the reader process sends them)."""
+        commands: list[Any] = []
         dead: list[DeadLetter] = []
         tables = self.tables
         only = txn.snapshot_of   # a snapshot chunk: its aggregate's mappings only
@@ -576,12 +580,17 @@ class Translator:
             if ts is None:
                 continue
             if ctx is None:
-                ctx = (txn.position, txn.txn_id, txn.commit_ts)
+                ctx = (txn.position, txn.txn_id, txn.commit_ts, wire)
             for t in ts:
                 if only is not None and t.aggregate != only:
                     continue
                 try:
-                    t.translate(ch, index, ctx, commands)
+                    if wire and type(t) is not TableTranslator:   # lookups, signals: Commands, converted
+                        n = len(commands)
+                        t.translate(ch, index, ctx, commands)
+                        commands[n:] = [command_to_wire(c) for c in commands[n:]]
+                    else:
+                        t.translate(ch, index, ctx, commands)
                 except _RowFailure as f:
                     row = ch.before if ch.op == "delete" else ch.after
                     dead.append(DeadLetter(

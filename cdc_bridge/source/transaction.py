@@ -78,6 +78,9 @@ class SourceTransaction:
     # transaction so that applying it again, after a Kafka abort, publishes them again).
     commands: list[Any] | None = None
     dead_letters: list[Any] | None = None
+    # The commands as the reader process sends them (mapping/translate.py command_to_wire's tuples; their
+    # position, txn_id and commit_ts are this transaction's): the pipeline's form, no Command objects.
+    wire: list[tuple] | None = None
     # Row changes per table when `changes` were translated in the reader process and not
     # carried over (commands/dead_letters hold the translation); None: count `changes`.
     row_counts: dict[str, int] | None = None

@@ -252,26 +252,50 @@ struct Cmd<'py> {
     position: Val,
 }
 
-/// One command tuple: (aggregate, entity, entity_id, operation, payload, before, table, soft,
-/// commit_ts, txn_id, position). Items are borrowed (no reference counting) but the table, returned
-/// with the drafts, and what a rejection's detail needs.
-fn command<'py>(spec: &Spec, ctx: &Ctx, item: &Bound<'py, PyAny>) -> R<Cmd<'py>> {
+/// Where a command tuple keeps its items: the core form (aggregate, entity, entity_id, operation,
+/// payload, before, table, soft, commit_ts, txn_id, position), or the wire form the reader process
+/// sends (command_type, aggregate, aggregate_id, entity, entity_id, operation, payload, before, table,
+/// index, soft), whose commit_ts, txn_id and position are the transaction's, given once.
+struct Layout {
+    aggregate: usize,
+    entity: usize,
+    entity_id: usize,
+    operation: usize,
+    payload: usize,
+    table: usize,
+    soft: usize,
+}
+
+const CORE: Layout = Layout { aggregate: 0, entity: 1, entity_id: 2, operation: 3, payload: 4, table: 6, soft: 7 };
+const WIRE: Layout = Layout { aggregate: 1, entity: 3, entity_id: 4, operation: 5, payload: 6, table: 8, soft: 10 };
+
+/// The transaction's values a wire command shares (what a held entry records).
+pub struct TxnVals {
+    pub commit_ts: Val,
+    pub txn_id: Val,
+    pub position: Val,
+}
+
+/// One command tuple (see Layout). Items are borrowed (no reference counting) but the table, returned
+/// with the drafts, and what a rejection's detail needs. txn: None reads commit_ts, txn_id and
+/// position from the tuple (the core form).
+fn command<'py>(spec: &Spec, ctx: &Ctx, item: &Bound<'py, PyAny>, at: &Layout, txn: Option<&TxnVals>) -> R<Cmd<'py>> {
     let t = item.downcast::<PyTuple>().map_err(|_| unsupported!("a command that is not a tuple"))?;
     if t.len() != 11 {
         return Err(unsupported!("a command tuple of {} items, not 11", t.len()));
     }
     let item = |i: usize| t.get_borrowed_item(i);
     let not_str = |i: usize| unsupported!("command item {i} is not a str");
-    let aggregate = item(0)?;
-    let aggregate = aggregate.downcast_exact::<PyString>().map_err(|_| not_str(0))?;
-    let entity_obj = item(1)?;
-    let entity_obj = entity_obj.downcast_exact::<PyString>().map_err(|_| not_str(1))?;
-    let entity_id = item(2)?;
-    let entity_id = entity_id.downcast_exact::<PyString>().map_err(|_| not_str(2))?;
-    let operation = item(3)?;
-    let operation = operation.downcast_exact::<PyString>().map_err(|_| not_str(3))?;
-    let table = item(6)?;
-    let table = table.downcast_exact::<PyString>().map_err(|_| not_str(6))?;
+    let aggregate = item(at.aggregate)?;
+    let aggregate = aggregate.downcast_exact::<PyString>().map_err(|_| not_str(at.aggregate))?;
+    let entity_obj = item(at.entity)?;
+    let entity_obj = entity_obj.downcast_exact::<PyString>().map_err(|_| not_str(at.entity))?;
+    let entity_id = item(at.entity_id)?;
+    let entity_id = entity_id.downcast_exact::<PyString>().map_err(|_| not_str(at.entity_id))?;
+    let operation = item(at.operation)?;
+    let operation = operation.downcast_exact::<PyString>().map_err(|_| not_str(at.operation))?;
+    let table = item(at.table)?;
+    let table = table.downcast_exact::<PyString>().map_err(|_| not_str(at.table))?;
     let wrong_aggregate = py_str(aggregate)? != spec.aggregate;
     let ent = py_str(entity_obj)?;
     let entity = if ent == "root" {
@@ -286,9 +310,19 @@ fn command<'py>(spec: &Spec, ctx: &Ctx, item: &Bound<'py, PyAny>) -> R<Cmd<'py>>
         "snapshot" => Op::Snapshot,
         other => return Err(unsupported!("operation {other:?}")),
     };
-    let payload = item(4)?;
+    let payload = item(at.payload)?;
     let payload = payload.downcast_exact::<PyDict>().map_err(|_| unsupported!("a payload that is not a dict"))?;
-    let position = item(10)?;
+    let (commit_ts, txn_id, position) = match txn {
+        Some(v) => (v.commit_ts.clone(), v.txn_id.clone(), v.position.clone()),
+        None => {
+            let position = item(10)?;
+            (
+                from_py(&*item(8)?, 0)?,
+                from_py(&*item(9)?, 0)?,
+                if position.is_none() { Val::Null } else { from_py(&position, 0)? },
+            )
+        }
+    };
     Ok(Cmd {
         aggregate: if wrong_aggregate { Some(aggregate.clone()) } else { None },
         entity_obj: if matches!(entity, Ent::Unknown) { Some(entity_obj.clone()) } else { None },
@@ -297,10 +331,10 @@ fn command<'py>(spec: &Spec, ctx: &Ctx, item: &Bound<'py, PyAny>) -> R<Cmd<'py>>
         entity_id: key(py_str(entity_id)?),
         op,
         payload: Rc::new(dict_from_py(payload, 1)?),
-        soft: item(7)?.is_truthy()?,
-        commit_ts: from_py(&*item(8)?, 0)?,
-        txn_id: from_py(&*item(9)?, 0)?,
-        position: if position.is_none() { Val::Null } else { from_py(&position, 0)? },
+        soft: item(at.soft)?.is_truthy()?,
+        commit_ts,
+        txn_id,
+        position,
         table: table.clone(),
     })
 }
@@ -1179,16 +1213,17 @@ fn initial_state(ctx: &Ctx) -> Map {
 }
 
 /// DeclarativeCore.apply: see lib.rs.
-pub fn apply<'py>(
+/// decide + evolve of one aggregate instance: (new state, drafts, rejections).
+fn run<'py>(
     py: Python<'py>,
     spec: &Spec,
+    ctx: &Ctx,
     state_json: Option<&[u8]>,
     commands: &Bound<'py, PyAny>,
-    aggregate_id: &Bound<'py, PyString>,
-) -> R<Bound<'py, PyTuple>> {
-    let ctx = Ctx::for_spec(spec);
-    let ctx = &*ctx;
-    let aggregate_id = py_str(aggregate_id)?;
+    aggregate_id: &str,
+    at: &Layout,
+    txn_vals: Option<&TxnVals>,
+) -> R<(Map, Vec<Draft<'py>>, Vec<(usize, &'static str, String)>)> {
     let mut state = match state_json {
         None => initial_state(ctx),
         Some(b) => match crate::json::loads_state(b)? {
@@ -1200,11 +1235,11 @@ pub fn apply<'py>(
     if let Ok(list) = commands.downcast::<PyList>() {
         cmds.reserve(list.len());
         for item in list.iter() {
-            cmds.push(command(spec, ctx, &item)?);
+            cmds.push(command(spec, ctx, &item, at, txn_vals)?);
         }
     } else {
         for item in commands.try_iter()? {
-            cmds.push(command(spec, ctx, &item?)?);
+            cmds.push(command(spec, ctx, &item?, at, txn_vals)?);
         }
     }
 
@@ -1216,8 +1251,11 @@ pub fn apply<'py>(
     for d in &drafts {
         evolve(ctx, &mut state, d)?;
     }
+    Ok((state, drafts, rejections))
+}
 
-    // held_entries(new state): (entity, entity_id, since)
+/// held_entries(state) as [(entity, entity_id, since)].
+fn held_list<'py>(py: Python<'py>, ctx: &Ctx, state: &Map) -> R<Bound<'py, PyList>> {
     let mut held_out = Vec::new();
     match state.get(&ctx.k_held) {
         None => {}
@@ -1240,25 +1278,10 @@ pub fn apply<'py>(
         }
         Some(v) => return Err(unsupported!("state['held'] is a {}", v.type_name())),
     }
+    Ok(PyList::new(py, held_out)?)
+}
 
-    let state_bytes = PyBytes::new(py, &dumps_map(&state));
-    let mut draft_out = Vec::with_capacity(drafts.len());
-    for d in &drafts {
-        let name = match &d.name {
-            Name::Spec(s) => s.bind(py).clone(),
-            Name::Internal(s) => PyString::new(py, s),
-        };
-        draft_out.push(PyTuple::new(
-            py,
-            [
-                name.into_any(),
-                d.table.clone().into_any(),
-                PyBytes::new(py, &dumps_map(&d.data)).into_any(),
-                PyBool::new(py, d.internal).to_owned().into_any(),
-                PyBool::new(py, d.tombstone).to_owned().into_any(),
-            ],
-        )?);
-    }
+fn rejection_list<'py>(py: Python<'py>, rejections: Vec<(usize, &'static str, String)>) -> R<Bound<'py, PyList>> {
     let mut rej_out = Vec::with_capacity(rejections.len());
     for (i, reason, detail) in rejections {
         rej_out.push(PyTuple::new(
@@ -1270,13 +1293,116 @@ pub fn apply<'py>(
             ],
         )?);
     }
+    Ok(PyList::new(py, rej_out)?)
+}
+
+fn draft_name<'py>(py: Python<'py>, d: &Draft<'py>) -> Bound<'py, PyString> {
+    match &d.name {
+        Name::Spec(s) => s.bind(py).clone(),
+        Name::Internal(s) => PyString::new(py, s),
+    }
+}
+
+pub fn apply<'py>(
+    py: Python<'py>,
+    spec: &Spec,
+    state_json: Option<&[u8]>,
+    commands: &Bound<'py, PyAny>,
+    aggregate_id: &Bound<'py, PyString>,
+) -> R<Bound<'py, PyTuple>> {
+    let ctx = Ctx::for_spec(spec);
+    let ctx = &*ctx;
+    let aggregate_id = py_str(aggregate_id)?;
+    let (state, drafts, rejections) = run(py, spec, ctx, state_json, commands, aggregate_id, &CORE, None)?;
+    let held_out = held_list(py, ctx, &state)?;
+    let state_bytes = PyBytes::new(py, &dumps_map(&state));
+    let mut draft_out = Vec::with_capacity(drafts.len());
+    for d in &drafts {
+        draft_out.push(PyTuple::new(
+            py,
+            [
+                draft_name(py, d).into_any(),
+                d.table.clone().into_any(),
+                PyBytes::new(py, &dumps_map(&d.data)).into_any(),
+                PyBool::new(py, d.internal).to_owned().into_any(),
+                PyBool::new(py, d.tombstone).to_owned().into_any(),
+            ],
+        )?);
+    }
     Ok(PyTuple::new(
         py,
         [
             state_bytes.into_any(),
             PyList::new(py, draft_out)?.into_any(),
-            PyList::new(py, rej_out)?.into_any(),
-            PyList::new(py, held_out)?.into_any(),
+            rejection_list(py, rejections)?.into_any(),
+            held_out.into_any(),
+        ],
+    )?)
+}
+
+/// What the events of one source transaction share (see apply_wire).
+pub struct EventVals<'a> {
+    pub sequence: i64,
+    pub schema_version: i64,
+    pub occurred_at: &'a str,
+    pub source_tail: &'a [u8],
+}
+
+/// apply() for the wire form, with the published drafts numbered and enveloped:
+/// (state_json, last sequence, events [(event_type, table, data_json, tombstone, value)], rejections, held).
+#[allow(clippy::too_many_arguments)]
+pub fn apply_wire<'py>(
+    py: Python<'py>,
+    spec: &Spec,
+    state_json: Option<&[u8]>,
+    commands: &Bound<'py, PyAny>,
+    aggregate_id: &Bound<'py, PyString>,
+    txn_vals: &TxnVals,
+    ev: &EventVals<'_>,
+) -> R<Bound<'py, PyTuple>> {
+    let ctx = Ctx::for_spec(spec);
+    let ctx = &*ctx;
+    let aggregate_id_str = py_str(aggregate_id)?;
+    let (state, drafts, rejections) = run(py, spec, ctx, state_json, commands, aggregate_id_str, &WIRE, Some(txn_vals))?;
+    let held_out = held_list(py, ctx, &state)?;
+    let state_bytes = PyBytes::new(py, &dumps_map(&state));
+    let mut sequence = ev.sequence;
+    let mut events = Vec::with_capacity(drafts.len());
+    let mut source_json: Vec<u8> = Vec::with_capacity(64 + ev.source_tail.len());
+    for d in &drafts {
+        if d.internal {
+            continue;
+        }
+        sequence = sequence.checked_add(1).ok_or_else(|| unsupported!("sequence beyond 64 bits"))?;
+        let name = draft_name(py, d);
+        let data_json = dumps_map(&d.data);
+        source_json.clear();
+        source_json.extend_from_slice(b"{\"table\":");
+        crate::json::write_str(&mut source_json, py_str(&d.table)?);
+        source_json.extend_from_slice(ev.source_tail);
+        let value = crate::envelope_parts(
+            py_str(&name)?, &spec.aggregate, aggregate_id_str, sequence, ev.schema_version, ev.occurred_at,
+            &source_json, &data_json,
+        )?;
+        events.push(PyTuple::new(
+            py,
+            [
+                name.into_any(),
+                d.table.clone().into_any(),
+                PyBytes::new(py, &data_json).into_any(),
+                PyBool::new(py, d.tombstone).to_owned().into_any(),
+                PyBytes::new(py, &value).into_any(),
+            ],
+        )?);
+    }
+    Ok(PyTuple::new(
+        py,
+        [
+            state_bytes.into_any(),
+            sequence.into_pyobject(py)?.into_any(),
+            PyList::new(py, events)?.into_any(),
+            rejection_list(py, rejections)?.into_any(),
+            held_out.into_any(),
         ],
     )?)
 }

@@ -2,6 +2,8 @@
 //!
 //!     core = DeclarativeCore(spec)                  # once per aggregate mapping (native.py derives spec)
 //!     state_json, drafts, rejections, held = core.apply(state_json | None, commands, aggregate_id)
+//!     state_json, sequence, events, rejections, held = core.apply_wire(state_json, wire, aggregate_id,
+//!         commit_ts, txn_id, position, sequence, schema_version, occurred_at, source_tail)
 //!     value = core.envelope(event_type, aggregate, aggregate_id, sequence, schema_version,
 //!                           occurred_at, source_json, data_json)
 //!
@@ -79,6 +81,50 @@ impl DeclarativeCore {
         decide::apply(py, &self.spec, state_json, commands, aggregate_id).map_err(raise)
     }
 
+    /// apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence, schema_version,
+    ///            occurred_at, source_tail) -> (state_json, sequence, events, rejections, held)
+    ///
+    /// apply() for commands in the wire form the reader process sends, (command_type, aggregate,
+    /// aggregate_id, entity, entity_id, operation, payload, before, table, index, soft), all of ONE
+    /// source transaction (commit_ts, txn_id, position: its values, given once), with the published
+    /// events numbered from `sequence` + 1 and enveloped: events [(event_type, table, data_json,
+    /// tombstone, value)], where value is the record value; source_tail: the source block's JSON after
+    /// its "table" ({"table":"",<tail>} = jsoncodec.dumps of the block with an empty table). Returns the
+    /// last sequence given out.
+    #[pyo3(signature = (state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence, schema_version,
+                        occurred_at, source_tail))]
+    #[allow(clippy::too_many_arguments)]
+    fn apply_wire<'py>(
+        &self,
+        py: Python<'py>,
+        state_json: Option<&[u8]>,
+        wire: &Bound<'py, PyAny>,
+        aggregate_id: &Bound<'py, PyString>,
+        commit_ts: &Bound<'py, PyAny>,
+        txn_id: &Bound<'py, PyAny>,
+        position: &Bound<'py, PyAny>,
+        sequence: &Bound<'py, PyAny>,
+        schema_version: &Bound<'py, PyAny>,
+        occurred_at: &Bound<'py, PyString>,
+        source_tail: &[u8],
+    ) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
+        (|| {
+            let vals = decide::TxnVals {
+                commit_ts: value::from_py(commit_ts, 0)?,
+                txn_id: value::from_py(txn_id, 0)?,
+                position: if position.is_none() { value::Val::Null } else { value::from_py(position, 0)? },
+            };
+            let ev = decide::EventVals {
+                sequence: exact_i64(sequence, "sequence")?,
+                schema_version: exact_i64(schema_version, "schema_version")?,
+                occurred_at: py_str(occurred_at)?,
+                source_tail,
+            };
+            decide::apply_wire(py, &self.spec, state_json, wire, aggregate_id, &vals, &ev)
+        })()
+        .map_err(raise)
+    }
+
     /// jsoncodec.dumps(DomainEvent(...).envelope(occurred_at)), from the pre-serialized source and data.
     #[allow(clippy::too_many_arguments)]
     fn envelope<'py>(
@@ -132,10 +178,29 @@ fn envelope_bytes(
     source_json: &[u8],
     data_json: &[u8],
 ) -> R<Vec<u8>> {
-    let (event_type, aggregate, aggregate_id) = (py_str(event_type)?, py_str(aggregate)?, py_str(aggregate_id)?);
-    let occurred_at = py_str(occurred_at)?;
-    let sequence = exact_i64(sequence, "sequence")?;
-    let schema_version = exact_i64(schema_version, "schema_version")?;
+    envelope_parts(
+        py_str(event_type)?,
+        py_str(aggregate)?,
+        py_str(aggregate_id)?,
+        exact_i64(sequence, "sequence")?,
+        exact_i64(schema_version, "schema_version")?,
+        py_str(occurred_at)?,
+        source_json,
+        data_json,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn envelope_parts(
+    event_type: &str,
+    aggregate: &str,
+    aggregate_id: &str,
+    sequence: i64,
+    schema_version: i64,
+    occurred_at: &str,
+    source_json: &[u8],
+    data_json: &[u8],
+) -> R<Vec<u8>> {
     let mut seq_buf = itoa::Buffer::new();
     let seq = seq_buf.format(sequence);
     let event_id = format!("{aggregate}:{aggregate_id}:{seq}");
@@ -214,7 +279,7 @@ fn _has_digit_run(raw: &[u8], n: usize) -> bool {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // the spec format decide::Spec::from_dict reads (aggregate/native.py refuses a stale build)
-    m.add("SPEC_VERSION", 1)?;
+    m.add("SPEC_VERSION", 2)?;
     m.add("Unsupported", m.py().get_type::<exc::Unsupported>())?;
     m.add_class::<DeclarativeCore>()?;
     m.add_function(wrap_pyfunction!(envelope, m)?)?;
