@@ -133,10 +133,10 @@ def _transaction(entries: list[tuple[Any, ...]]) -> SourceTransaction:
     if first.kind == "sweep":
         return SourceTransaction(gtid=None, commit_ts=first.commit_ts, position=first.position, changes=[],
                                  sweep_from=first.stream_from)
-    cmds = [c for e in entries for c in e[4].commands]
-    cmds.sort(key=lambda c: c.index)
+    wire = [w for e in entries for w in e[4].wire]
+    wire.sort(key=lambda w: w[9])   # index: binlog order
     return SourceTransaction(gtid=first.gtid, commit_ts=first.commit_ts, position=first.position, changes=[],
-                             commands=cmds, full_image=any(e[4].full_image for e in entries))
+                             wire=wire, full_image=any(e[4].full_image for e in entries))
 
 
 def run_rebuild(config: BridgeConfig, mappings: MappingSet, version: int, until_caught_up: bool,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from cdc_bridge.jsoncodec import dumps
+from cdc_bridge.jsoncodec import dumps, loads
 
 TOMBSTONE_HEADER = "cdc-bridge-tombstone"
 """extra_headers[TOMBSTONE_HEADER] == "1": the sink follows the event with a Kafka tombstone (key, null value).
@@ -54,6 +54,9 @@ class DomainEvent:
     extra_headers: dict[str, str] = field(default_factory=dict)
     # the record value (jsoncodec.dumps of the envelope) when the compiled apply wrote it already
     value_json: bytes | None = field(default=None, repr=False, compare=False)
+    # jsoncodec.dumps(data) from the compiled apply, with data=None: `data` is decoded when first read
+    # (the publisher only needs value_json; decoding every event's data cost a tenth of the apply)
+    data_json: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def event_id(self) -> str:
@@ -93,6 +96,20 @@ class DomainEvent:
         out = [("event_type", self.event_type.encode("utf-8")), ("event_id", self.event_id.encode("utf-8"))]
         out.extend((k, v.encode("utf-8")) for k, v in self.extra_headers.items() if k != TOMBSTONE_HEADER)
         return out
+
+
+_data_slot = DomainEvent.data   # the slot's descriptor: `data` becomes a property over it
+
+
+def _data(self: DomainEvent) -> dict[str, Any]:
+    data = _data_slot.__get__(self, DomainEvent)
+    if data is None and self.data_json is not None:
+        data = loads(self.data_json)
+        _data_slot.__set__(self, data)
+    return data
+
+
+DomainEvent.data = property(_data, _data_slot.__set__, doc="the event's data (decoded from data_json when first read)")  # type: ignore[assignment,method-assign]
 
 
 def rfc3339(ts: float) -> str:

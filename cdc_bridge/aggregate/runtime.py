@@ -37,8 +37,8 @@ from cdc_bridge.aggregate.decider import HELD, Decider, held_entries, load_decid
 from cdc_bridge.aggregate.event import TOMBSTONE_HEADER, DomainEvent, rfc3339
 from cdc_bridge.aggregate.exceptions import DeciderError, UnknownAggregateError
 from cdc_bridge.aggregate.native import core_for
-from cdc_bridge.aggregate.router import partition_for
-from cdc_bridge.jsoncodec import dumps, loads
+from cdc_bridge.aggregate.router import _partition_cached, partition_for
+from cdc_bridge.jsoncodec import dumps
 from cdc_bridge.mapping.command import Command, DeadLetter
 from cdc_bridge.mapping.translate import command_to_wire, commands_from_wire
 from cdc_bridge.mapping.schema import AggregateMapping
@@ -165,7 +165,8 @@ class AggregateRuntime:
                 group.append(w)
 
         grown: set[int] = set()
-        n_partitions = self.partitions
+        n_partitions = self.partitions   # >= 1 (the store checked it): partition_for's check skipped
+        partition_of = _partition_cached
         get = self.store.get
         order_key = txn.position.order_key
         encoded: _TxnEncoding | None = None   # built at the first group the compiled core applies
@@ -173,7 +174,7 @@ class AggregateRuntime:
             decider = self._decider(aggregate)
             if len(ws) > 1:
                 ws.sort(key=_wire_index)   # stable: binlog order within the transaction
-            partition = partition_for(aggregate_id, n_partitions)
+            partition = partition_of(aggregate_id, n_partitions)
             record = get(partition, aggregate, aggregate_id)
             if record is not None and record.last_position is not None and order_key <= record.last_position.order_key:
                 result.skipped += len(ws)   # already applied to this instance
@@ -338,9 +339,9 @@ class AggregateRuntime:
         commit_ts = txn.commit_ts
         for event_type, table, data_json, tombstone, value in drafted:
             sequence += 1
-            events.append(DomainEvent(   # positional: this runs once per event
+            events.append(DomainEvent(   # positional: this runs once per event; data decoded when read
                 event_type, aggregate, aggregate_id, sequence, version, commit_ts, encoded.source(table),
-                loads(data_json), topic, {TOMBSTONE_HEADER: "1"} if tombstone else {}, value))
+                None, topic, {TOMBSTONE_HEADER: "1"} if tombstone else {}, value, data_json))
         if rejections:
             cmds = commands_from_wire(wire, txn.position, encoded.txn_id, commit_ts)
             result.dead_letters.extend(reject(cmds[i], reason, detail) for i, reason, detail in rejections)

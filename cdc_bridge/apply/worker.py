@@ -390,7 +390,7 @@ class AggregateWorker:
             first_read.setdefault(p, offset)
             rec = decode_record(msg.value(), msg.headers())
             if rec.kind == "txn":
-                result = applier.apply(rec, rec.commands, full_image=rec.full_image, partitions=(p,))
+                result = applier.apply_wire(rec, rec.wire, full_image=rec.full_image, partitions=(p,))
                 batch.events.extend(result.events)
                 batch.dead_letters.extend(result.dead_letters)
                 batch.commit_ts.append(rec.commit_ts)

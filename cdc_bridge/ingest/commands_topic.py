@@ -59,9 +59,14 @@ class CommandsRecord:
     commit_ts: float = 0.0
     gtid: str | None = None
     txn_id: str = ""
-    commands: list[Command] = field(default_factory=list)
+    wire: list[tuple] = field(default_factory=list)   # txn: its commands (command_to_wire's tuples)
     full_image: bool = False
     stream_from: SourcePosition | None = None   # sweep only
+
+    @property
+    def commands(self) -> list[Command]:
+        """The txn's commands as Command objects (made on demand: the apply stage takes the wire form)."""
+        return commands_from_wire(self.wire, self.position, self.txn_id, self.commit_ts)
 
     @property
     def order_key(self) -> tuple[int, int]:
@@ -136,7 +141,8 @@ def decode_record(value: bytes, headers: list[tuple[str, bytes]] | None) -> Comm
     if kind == TXN:
         pos = SourcePosition.from_dict(d["position"])
         txn_id, ts = d["txn_id"], d["commit_ts"]
-        return CommandsRecord("txn", pos, ts, d.get("gtid"), txn_id, commands_from_wire(d["commands"], pos, txn_id, ts),
+        # JSON gives lists; the compiled apply takes tuples, as the reader process sends them
+        return CommandsRecord("txn", pos, ts, d.get("gtid"), txn_id, [tuple(w) for w in d["commands"]],
                               bool(d.get("full_image")))
     if kind in (WATERMARK, b"legacy-watermark"):
         return CommandsRecord("watermark", SourcePosition.from_dict(d["watermark"]), float(d.get("commit_ts") or 0.0))
@@ -147,7 +153,7 @@ def decode_record(value: bytes, headers: list[tuple[str, bytes]] | None) -> Comm
     # the first format: one command per record
     cmd = decode_command(value)
     own_gtid = None if cmd.txn_id == f"{cmd.position.binlog_file}:{cmd.position.binlog_pos}" else cmd.txn_id
-    return CommandsRecord("txn", cmd.position, cmd.commit_ts, own_gtid, cmd.txn_id, [cmd])
+    return CommandsRecord("txn", cmd.position, cmd.commit_ts, own_gtid, cmd.txn_id, [command_to_wire(cmd)])
 
 
 def encode_command(cmd: Command) -> bytes:

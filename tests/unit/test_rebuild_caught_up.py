@@ -31,6 +31,7 @@ from cdc_bridge.mapping.command import Command
 from cdc_bridge.rebuild import CommandLogSource
 from cdc_bridge.ingest import commands_topic
 from cdc_bridge.ingest.commands_topic import decode_record
+from cdc_bridge.mapping.translate import commands_from_wire
 from cdc_bridge.sink.settings import KafkaSettings
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.settings import SourceSettings
@@ -333,8 +334,13 @@ def stop(src: CommandLogSource, it: Any, consumer: FakeConsumer) -> None:
     assert consumer.closed
 
 
+def commands_of(txn: Any) -> list[Any]:
+    """The rebuild's transaction's commands (it carries them in their wire form) as Command objects."""
+    return commands_from_wire(txn.wire, txn.position, txn.txn_id, txn.commit_ts)
+
+
 def txn_numbers(items: list[tuple[Any, bool]]) -> list[int]:
-    return [item.commands[0].payload["txn"] for item, _ in items if item is not None]
+    return [commands_of(item)[0].payload["txn"] for item, _ in items if item is not None]
 
 
 def flags_around_kth(items: list[tuple[Any, bool]], k: int) -> tuple[list[bool], bool]:
@@ -356,7 +362,7 @@ def assert_replayed(item: SourceTransaction, original: list[Command]) -> None:
     own = first.txn_id if first.txn_id != f"{first.position.binlog_file}:{first.position.binlog_pos}" else None
     assert item.gtid == own
     assert item.changes == []
-    assert [c.model_dump() for c in item.commands] == [c.model_dump() for c in original]
+    assert [c.model_dump() for c in commands_of(item)] == [c.model_dump() for c in original]
 
 
 # --------------------------------------------------------------------------- 1. steady writes
@@ -387,7 +393,7 @@ def test_steady_writes_caught_up_right_after_the_kth_transaction(monkeypatch, pa
     assert all(item is not None for item, _ in items), "the log never idles: every pass yields"
     assert txn_numbers(items) == list(range(1, k + 6))
     for item, _ in items:
-        assert_replayed(item, shop.written[item.commands[0].payload["txn"]])
+        assert_replayed(item, shop.written[commands_of(item)[0].payload["txn"]])
     before, after = flags_around_kth(items, k)
     assert not any(before), "caught_up set before the K-th transaction was handed out"
     assert after, "caught_up not set right after the K-th transaction"
@@ -588,8 +594,8 @@ def test_interleaved_partitions_come_out_in_source_order(monkeypatch, partition_
     assert [t.position for t in got] == [position(i) for i in range(1, n + 1)]
     assert [t.position.order_key for t in got] == sorted(t.position.order_key for t in got)
     for t in got:
-        assert_replayed(t, shop.written[t.commands[0].payload["txn"]])
-        assert [c.index for c in t.commands] == list(range(len(t.commands)))
+        assert_replayed(t, shop.written[commands_of(t)[0].payload["txn"]])
+        assert [c.index for c in commands_of(t)] == list(range(len(t.wire)))
     # nothing new was written: caught up right after the last one came out, not before
     assert not any(f for _, f in items)
     assert next(it) is None and src.caught_up.is_set()
