@@ -205,6 +205,45 @@ def compare_envelopes(core, ref: ReferenceCore, result, aggregate: str, aggregat
     return seq
 
 
+def to_wire(cmds: list[tuple], aggregate_id: str) -> list[tuple]:
+    """Core-form command tuples as the reader process sends them (command_to_wire's form)."""
+    return [("Cmd", a, aggregate_id, e, i, op, p, b, t, n, soft)
+            for n, (a, e, i, op, p, b, t, soft, *_) in enumerate(cmds)]
+
+
+def source_block(txn: dict, table: str) -> dict:
+    return {"table": table, "gtid": txn["gtid"], "binlog_file": txn["file"], "binlog_pos": txn["pos"],
+            "txn_id": txn["txn_id"]}
+
+
+def check_wire(core, ref: ReferenceCore, state: bytes | None, cmds: list[tuple], aggregate_id: str, txn: dict,
+               seq: int, expected_apply: tuple[str, Any]) -> None:
+    """apply_wire (what the runtime calls) both ways on the same commands in their wire form: the same
+    bytes; and the reference's apply_wire is its apply + envelope (state, rejections, held, and each
+    published draft numbered and enveloped with its source block)."""
+    tail = dumps(source_block(txn, ""))[len(b'{"table":""'):]
+    args = (state, to_wire(cmds, aggregate_id), aggregate_id, txn["commit_ts"], txn["txn_id"], txn["position"], seq,
+            txn["version"], txn["occurred_at"], tail)
+    expected = outcome(ref.apply_wire, *args)
+    got = outcome(core.apply_wire, *args)
+    if expected_apply[0] == "raised":
+        assert expected[0] == "raised"
+        assert got[0] == "raised" and (isinstance(got[1], _native.Unsupported) or type(got[1]) is type(expected[1])), \
+            (got, expected)
+        return
+    assert got[0] == "ok", f"compiled apply_wire raised {got[1]!r} where the reference gives {expected[1]!r}"
+    assert same(got[1], expected[1]), f"apply_wire differs:\n native    {got[1]!r}\n reference {expected[1]!r}"
+    state_json, last, events, rejections, held = expected[1]
+    a_state, drafts, a_rejections, a_held = expected_apply[1]
+    assert same((state_json, rejections, held), (a_state, a_rejections, a_held))
+    published = [d for d in drafts if not d[3]]
+    assert last == seq + len(published) and len(events) == len(published)
+    for n, ((event_type, table, data_json, _, tombstone), ev) in enumerate(zip(published, events), start=seq + 1):
+        value = ref.envelope(event_type, ref.decider.aggregate, aggregate_id, n, txn["version"], txn["occurred_at"],
+                             dumps(source_block(txn, table)), data_json)
+        assert same(ev, (event_type, table, data_json, tombstone, value))
+
+
 # ------------------------------------------------------------------ strategies
 
 ROOT_FIELDS = ["status", "total", "note", "flag", "meta", "qty"]
@@ -390,6 +429,7 @@ def test_compiled_apply_equals_the_reference(data):
         label_kinds(decider, state, cmds)
         label(expected)
         check_same(outcome(core.apply, state, cmds, "7"), expected)
+        check_wire(core, ref, state, cmds, "7", txn, seq, expected)
         if expected[0] == "raised":
             return
         seq = compare_envelopes(core, ref, expected[1], mapping.aggregate, "7", txn, seq)
@@ -410,8 +450,9 @@ def test_transitions_equal_the_reference(data):
     hot = [v for t in mapping.root.transitions for v in (t.from_, t.to)
            if native_mod._json_value(v) and v != "*" and not (type(v) is float and math.isinf(v))]
     values = st.sampled_from(hot + RULE_VALUES) if hot else st.sampled_from(RULE_VALUES)
-    txn = {"commit_ts": 1.0, "txn_id": "t", "position": None}
-    state = None
+    txn = {"commit_ts": 1.0, "txn_id": "t", "position": None, "gtid": None, "file": "f.000001", "pos": 4, "version": 1,
+           "occurred_at": "1970-01-01T00:00:01.000000Z"}
+    state, seq = None, 0
     for n in range(data.draw(st.integers(2, 12))):
         payload = {f: data.draw(values) for f in fields}
         op = "insert" if n == 0 else data.draw(st.sampled_from(["update"] * 5 + ["snapshot"]))
@@ -420,8 +461,10 @@ def test_transitions_equal_the_reference(data):
         label_kinds(decider, state, cmds)
         label(expected)
         check_same(outcome(core.apply, state, cmds, "7"), expected)
+        check_wire(core, ref, state, cmds, "7", txn, seq, expected)
         if expected[0] == "raised":
             return
+        seq = compare_envelopes(core, ref, expected[1], mapping.aggregate, "7", txn, seq)
         state = expected[1][0]
 
 
@@ -444,6 +487,7 @@ def test_compiled_apply_equals_the_reference_on_mappings_files(data):
         label_kinds(decider, state, cmds)
         label(expected)
         check_same(outcome(core.apply, state, cmds, "7"), expected)
+        check_wire(core, ref, state, cmds, "7", txn, seq, expected)
         if expected[0] == "raised":
             return
         seq = compare_envelopes(core, ref, expected[1], mapping.aggregate, "7", txn, seq)
@@ -619,8 +663,9 @@ def test_long_stream_over_the_orders_mapping(orders_mapping):
             counts["rejections"] += len(expected[2])
             states[oid] = expected[0]
             txn = {"gtid": gtid, "file": pos["binlog_file"], "pos": pos["binlog_pos"], "txn_id": gtid, "version": 1,
-                   "occurred_at": "2026-01-01T00:00:00.000000Z"}
+                   "occurred_at": "2026-01-01T00:00:00.000000Z", "commit_ts": ts, "position": pos}
             before = seqs.get(oid, 0)
+            check_wire(core, ref, state, cmds, oid, txn, before, ("ok", expected))
             seqs[oid] = compare_envelopes(core, ref, expected, "Order", oid, txn, before)
             counts["published"] += seqs[oid] - before
     assert core.fallbacks == 0
