@@ -6,6 +6,9 @@ of rows). We SIGKILL the bridge at random moments (twice while a Kafka transacti
 held open by fault injection), restart Kafka once and MariaDB once under it, and at
 the end a read_committed consumer must find every event once, gapless sequences, and
 the events folded into state equal to the database.
+
+The restarts alternate between the compiled apply and the Python one (CDC_BRIDGE_NATIVE_APPLY=0):
+each path is proven against the real services, and each picks up the state the other wrote.
 """
 
 from __future__ import annotations
@@ -75,6 +78,15 @@ def _reconnect():
     raise AssertionError("MariaDB did not come back")
 
 
+def _start(cfg_path, log, restart: int):
+    """The bridge, on the Python apply every other restart (see the module doc)."""
+    os.environ["CDC_BRIDGE_NATIVE_APPLY"] = "0" if restart % 2 else "1"
+    try:
+        return h.start_bridge_process(cfg_path, log)
+    finally:
+        del os.environ["CDC_BRIDGE_NATIVE_APPLY"]
+
+
 def _kill(proc) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
@@ -97,7 +109,7 @@ def test_sigkill_broker_and_database_restarts_exactly_once(fresh_db, tmp_path):
     marker = "fault injection: Kafka transaction open"
     kills = open_txn_kills = 0
 
-    proc = h.start_bridge_process(cfg_path, log)
+    proc = _start(cfg_path, log, 0)
     h.wait_for(lambda: _log_count(log, "bridge starting") >= 1, 60, "the bridge to start")
     time.sleep(2)
     with Workload(db, seed=99) as work:
@@ -108,7 +120,7 @@ def test_sigkill_broker_and_database_restarts_exactly_once(fresh_db, tmp_path):
                 before = _log_count(log, marker)
                 os.environ["CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS"] = "1500"
                 try:
-                    proc = h.start_bridge_process(cfg_path, log)
+                    proc = _start(cfg_path, log, round_)
                 finally:
                     del os.environ["CDC_BRIDGE_FAULT_DELAY_BEFORE_COMMIT_MS"]
                 h.wait_for(lambda: _log_count(log, marker) > before, 60, "an open Kafka transaction")
@@ -127,7 +139,7 @@ def test_sigkill_broker_and_database_restarts_exactly_once(fresh_db, tmp_path):
                 assert proc.poll() is None, f"the bridge died on its own:\n{log.read_text()[-4000:]}"
                 _kill(proc)
             kills += 1
-            proc = h.start_bridge_process(cfg_path, log)
+            proc = _start(cfg_path, log, kills)
             if round_ == 5:
                 h.wait_for(work.big_done.is_set, 120, "the big transaction")
         h.wait_for(work.big_done.is_set, 120, "the big transaction")
@@ -158,6 +170,8 @@ def test_sigkill_broker_and_database_restarts_exactly_once(fresh_db, tmp_path):
     wrong = [a for a in expected if expected[a] != folded[a]]
     assert not wrong, f"{len(wrong)} aggregates differ, e.g. {wrong[0]}: db={expected[wrong[0]]} events={folded[wrong[0]]}"
     assert open_txn_kills >= 1
+    text = log.read_text(errors="replace")
+    assert '"compiled": true' in text and '"compiled": false' in text, "both apply paths ran"
     print(f"\ncrash test: {kills} SIGKILLs ({open_txn_kills} inside an open Kafka transaction), "
           f"1 Kafka restart, 1 MariaDB restart, {steps} writer steps; {len(events)} events of "
           f"{len(per_aggregate)} aggregates: every event_id unique, every sequence 1..n, "

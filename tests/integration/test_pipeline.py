@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import time
 
+import pytest
+
 from devenv.monolith import MonolithWriter
 import bridge_harness as h
 
@@ -21,7 +23,10 @@ def by_type(events, t):
     return [e for e in events if e["event_type"] == t]
 
 
-def test_orders_story_end_to_end(shop, tmp_path):
+@pytest.mark.parametrize("native", ["1", "0"], ids=["compiled-apply", "python-apply"])
+def test_orders_story_end_to_end(shop, tmp_path, monkeypatch, native):
+    """native: CDC_BRIDGE_NATIVE_APPLY, the compiled apply of declarative aggregates or the Python one."""
+    monkeypatch.setenv("CDC_BRIDGE_NATIVE_APPLY", native)
     conn, db, topic = shop
     cfg = h.bridge_config(tmp_path, db, held={"max_age_seconds": 2, "max_count": 1000})
     bridge = h.BridgeThread(cfg).start()
