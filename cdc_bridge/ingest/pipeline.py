@@ -584,10 +584,12 @@ class IngestPipeline:
         if not records:
             return
         counts = batch.change_counts
+        assert self.publisher is not None
+        measure_above = self.publisher.measure_above   # smaller values fit every topic (see SIZE_CHECK_HEADROOM)
         for r in records:
             value = r[2]
             if value is not None:   # tombstones are not change events
-                if len(value) > 100_000 and self._change_too_large(r, txn, batch):
+                if len(value) > measure_above and self._change_too_large(r, txn, batch):
                     continue
                 counts[r[0]] = counts.get(r[0], 0) + 1
             batch.records.append(r)

@@ -53,6 +53,10 @@ log = structlog.get_logger("cdc_bridge.sink.publisher")
 
 # what a record costs beyond key, value and headers in a v2 record batch (batch header, varints): generous
 RECORD_OVERHEAD = 512
+# a record whose value is shorter than the smallest limit by this much is not measured (key, headers and
+# overhead stay far below it: keys are aggregate ids, bounded like the state store's keys): per record
+# this saves adding up the headers, which every record would pay for the rare one that is too large
+SIZE_CHECK_HEADROOM = 64 * 1024
 
 TOMBSTONE_HEADER = "cdc-bridge-tombstone"
 
@@ -146,6 +150,7 @@ class TransactionalPublisher:
         self._delivery_errors: list[KafkaError] = []
         self._partitions: dict[str, int] = {}
         self._limits: dict[str, int] = {}      # topic -> max.message.bytes (set_message_limits)
+        self.measure_above = settings.max_message_bytes - SIZE_CHECK_HEADROOM   # see SIZE_CHECK_HEADROOM
         self.batches_committed = 0
         self.buffer_full_waits = 0
         self.offsets_of_topic = offsets_of_topic
@@ -207,6 +212,7 @@ class TransactionalPublisher:
         """max.message.bytes of topics (TopicAdmin.message_limits): an event above its topic's limit (or
         kafka.max_message_bytes) becomes a too_large dead letter instead of failing the transaction."""
         self._limits.update(limits)
+        self.measure_above = min([self.settings.max_message_bytes, *self._limits.values()]) - SIZE_CHECK_HEADROOM
 
     def message_limit(self, topic: str) -> int:
         """The largest record `topic` accepts (its max.message.bytes, at most kafka.max_message_bytes)."""
@@ -333,7 +339,7 @@ class TransactionalPublisher:
         counts = self._partitions
         tombstones = 0
         too_large: list[DeadLetter] = []
-        limits, max_bytes = self._limits, self.settings.max_message_bytes
+        limits, max_bytes, measure_above = self._limits, self.settings.max_message_bytes, self.measure_above
         occurred: dict[float, str] = {}   # rfc3339(occurred_at): one per source transaction, not per event
         for ev in events:
             event_id = ev.event_id
@@ -368,7 +374,7 @@ class TransactionalPublisher:
                         tomb = v == "1"
                     else:
                         headers.append((k, v.encode()))
-            if len(value) > 100_000:   # only big ones are measured: the record's size as the broker counts it
+            if len(value) > measure_above:   # only big ones are measured: the record's size as the broker counts it
                 size = len(value) + len(key) + sum(len(k) + len(v) for k, v in headers) + RECORD_OVERHEAD
                 limit = min(limits.get(topic, max_bytes), max_bytes)
                 if size > limit:

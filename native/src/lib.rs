@@ -139,32 +139,15 @@ impl DeclarativeCore {
         source_json: &[u8],
         data_json: &[u8],
     ) -> PyResult<Bound<'py, PyBytes>> {
-        envelope(py, event_type, aggregate, aggregate_id, sequence, schema_version, occurred_at, source_json, data_json)
+        envelope_bytes(event_type, aggregate, aggregate_id, sequence, schema_version, occurred_at, source_json, data_json)
+            .map(|b| PyBytes::new(py, &b))
+            .map_err(raise)
     }
 }
 
 fn exact_i64(o: &Bound<'_, PyAny>, what: &str) -> R<i64> {
     let i = o.downcast_exact::<PyInt>().map_err(|_| unsupported!("{what} is not an int"))?;
     i.extract::<i64>().map_err(|_| unsupported!("{what} beyond 64 bits"))
-}
-
-/// Module-level envelope (the same as DeclarativeCore.envelope; it does not depend on the mapping).
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-fn envelope<'py>(
-    py: Python<'py>,
-    event_type: &Bound<'py, PyString>,
-    aggregate: &Bound<'py, PyString>,
-    aggregate_id: &Bound<'py, PyString>,
-    sequence: &Bound<'py, PyAny>,
-    schema_version: &Bound<'py, PyAny>,
-    occurred_at: &Bound<'py, PyString>,
-    source_json: &[u8],
-    data_json: &[u8],
-) -> PyResult<Bound<'py, PyBytes>> {
-    envelope_bytes(event_type, aggregate, aggregate_id, sequence, schema_version, occurred_at, source_json, data_json)
-        .map(|b| PyBytes::new(py, &b))
-        .map_err(raise)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -282,7 +265,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SPEC_VERSION", 2)?;
     m.add("Unsupported", m.py().get_type::<exc::Unsupported>())?;
     m.add_class::<DeclarativeCore>()?;
-    m.add_function(wrap_pyfunction!(envelope, m)?)?;
     m.add_function(wrap_pyfunction!(_dumps, m)?)?;
     m.add_function(wrap_pyfunction!(_reencode, m)?)?;
     m.add_function(wrap_pyfunction!(_loads, m)?)?;

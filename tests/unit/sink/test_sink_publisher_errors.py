@@ -397,3 +397,16 @@ def test_an_event_larger_than_its_topic_accepts_is_a_too_large_dead_letter_and_t
     assert m.registry.get_sample_value("cdc_bridge_events_published_total",
                                        {"aggregate": "Order", "event_type": "OrderPlaced"}) == 1
     assert m.registry.get_sample_value("cdc_bridge_rejections_total", {"aggregate": "Order", "reason": "too_large"}) is None
+
+
+def test_a_topic_with_a_small_limit_is_checked_too():
+    """A topic someone created with max.message.bytes of 50 kB: a 60 kB event is a too_large dead letter
+    (values shorter than the smallest limit minus a headroom are not measured; this one is)."""
+    pub, fake = make()
+    pub.set_message_limits({"shop.orders": 50_000})
+    assert pub.measure_above < 50_000
+    big = make_event(2, data={"blob": "x" * 60_000})
+    r = pub.publish_batch([make_event(1), big], [], cp(1))
+    msgs = fake.committed[0]
+    assert [m["topic"] for m in msgs] == ["shop.orders", "b.dead-letter", "b.checkpoints"]
+    assert json.loads(msgs[1]["value"])["reason"] == "too_large" and r.dead_letters == 1
