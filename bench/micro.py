@@ -7,8 +7,10 @@ capture: generates the bench workload (bench/common.py BatchedMonolith) in a fre
     `bench_orders_micro`, reads it back with BinlogSource and pickles the SourceTransactions.
 replay: feeds them through what Bridge._apply/_flush do after the source, batch by batch
     (1000 source transactions per batch, the default), timing each stage:
-      translate   MappingSet.translate (row changes -> commands)
-      apply       AggregateRuntime.apply (decide/evolve, LMDB reads, events)
+      translate   MappingSet.translate(wire=True) and pickling, as the reader process does (row changes ->
+                  commands in their wire form, one message per transaction)
+      handoff     unpickling those messages into SourceTransactions, as ProcessSource does
+      apply       TransactionApplier.apply_wire (decide/evolve, LMDB reads, events)
       serialize   TransactionalPublisher._serialize (envelopes -> Kafka records; nothing is sent)
       commit      LmdbStateStore.commit (records -> JSON -> one LMDB write transaction, fsync)
     and checks the output is identical to a reference (a hash of every record and state value)

@@ -10,6 +10,7 @@ is `python -m cdc_bridge.ingest.reader_process FD PARENT_PID`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -452,17 +454,32 @@ PARENT_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_child_dies_when_parent_is_sigkilled(mysql_settings, admin_db, db, tmp_path):
+@contextlib.contextmanager
+def parent_script(text: str, mysql_settings: dict, db: str, tmp_path: Path, **popen: Any):
+    """A process running `text` (its argv: the source settings as JSON, the table): (the process, its
+    settings); afterwards it and its reader are gone, and its stderr (parent.log) holds no traceback."""
     settings = make_settings(mysql_settings)
     spec = {k: v for k, v in mysql_settings.items()}
     spec.update(server_id=settings.server_id, heartbeat_seconds=0.3, read_timeout_seconds=5)
     script = tmp_path / "parent.py"
-    script.write_text(PARENT_SCRIPT)
+    script.write_text(text)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with open(tmp_path / "parent.log", "wb") as log_file:
         parent = subprocess.Popen([sys.executable, str(script), json.dumps(spec), f"{db}.t"], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=log_file)
+                                  stderr=log_file, **popen)
     try:
+        yield parent, settings
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for pid in reader_pids(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert "Traceback" not in (tmp_path / "parent.log").read_text()
+
+
+def test_child_dies_when_parent_is_sigkilled(mysql_settings, admin_db, db, tmp_path):
+    with parent_script(PARENT_SCRIPT, mysql_settings, db, tmp_path, stdout=subprocess.DEVNULL) as (parent, settings):
         [child] = wait_for(lambda: reader_pids(parent.pid), 10, "the reader process of the parent script")
         tid = dump_thread_of(admin_db, child, mysql_settings["port"])
         assert settings.server_id in replica_server_ids(admin_db)
@@ -473,13 +490,6 @@ def test_child_dies_when_parent_is_sigkilled(mysql_settings, admin_db, db, tmp_p
                  f"the server to drop Binlog Dump thread {tid}")
         wait_for(lambda: settings.server_id not in replica_server_ids(admin_db), 5,
                  f"server_id {settings.server_id} to leave SHOW SLAVE HOSTS")
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        for pid in reader_pids(parent.pid):
-            os.kill(pid, signal.SIGKILL)
-    assert "Traceback" not in (tmp_path / "parent.log").read_text()
 
 
 GROUP_SIGNAL_SCRIPT = textwrap.dedent("""
@@ -501,17 +511,10 @@ def test_signals_to_the_bridges_process_group_do_not_kill_the_reader(mysql_setti
     """`kill -HUP -PGID` (or a terminal's hangup) reaches the whole process group. The reader must
     not die of it while it starts (before it can ignore the signal): the parent reloads, the reader
     reads on. CI caught this as a BrokenPipeError in `run` when a SIGHUP met the reader's start."""
-    settings = make_settings(mysql_settings)
-    spec = {k: v for k, v in mysql_settings.items()}
-    spec.update(server_id=settings.server_id, heartbeat_seconds=0.3, read_timeout_seconds=5)
-    script = tmp_path / "parent.py"
-    script.write_text(GROUP_SIGNAL_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = tmp_path / "parent.out"
-    with open(out, "wb") as out_file, open(tmp_path / "parent.log", "wb") as log_file:
-        parent = subprocess.Popen([sys.executable, str(script), json.dumps(spec), f"{db}.t"], cwd=ROOT, env=env,
-                                  stdout=out_file, stderr=log_file, start_new_session=True)
-    try:
+    with open(out, "wb") as out_file, \
+            parent_script(GROUP_SIGNAL_SCRIPT, mysql_settings, db, tmp_path, stdout=out_file,
+                          start_new_session=True) as (parent, _):
         wait_for(lambda: b"spawning" in out.read_bytes(), 10, "the parent script to spawn its reader")
         deadline = time.monotonic() + 2.0  # a SIGHUP to the group every 5 ms through the reader's start-up
         while time.monotonic() < deadline and parent.poll() is None:
@@ -524,13 +527,6 @@ def test_signals_to_the_bridges_process_group_do_not_kill_the_reader(mysql_setti
         assert parent.poll() is None, (tmp_path / "parent.log").read_text()
         assert alive(child)
         assert out.read_bytes().count(b"hup") > 10  # the parent got the signals
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        for pid in reader_pids(parent.pid):
-            os.kill(pid, signal.SIGKILL)
-    assert "Traceback" not in (tmp_path / "parent.log").read_text()
 
 
 # ------------------------------------------------------------------ translation in the reader process
