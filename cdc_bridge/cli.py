@@ -349,10 +349,16 @@ def _schemas(args: argparse.Namespace) -> int:
         print("cdc-bridge schemas: give --out DIR, --check-against DIR, or both", file=sys.stderr)
         return 64
     schemas = schema_set_for(mappings, conn)
+    if cfg is not None and cfg.change_stream.enabled:
+        from cdc_bridge.contracts.change_schemas import change_schemas
+        from cdc_bridge.ingest.change_stream import streamed_tables
+
+        schemas.changes = change_schemas(cfg, streamed_tables(cfg, mappings), conn)
     if args.out:
         name = cfg.name if cfg else "cdc-bridge"
         files = write_schema_set(Path(args.out), schemas, asyncapi_document(cfg, schemas, name))
         print(f"wrote {len(files)} files to {args.out} ({sum(len(e) for e in schemas.events.values())} event types"
+              f"{f', {len(schemas.changes)} change stream topics' if schemas.changes else ''}"
               f"{'' if schemas.live else '; offline: auto fields accept any JSON value'})")
     if args.check_against:
         return 4 if guard(mappings, conn, Path(args.check_against), schemas=schemas) else 0

@@ -1,5 +1,6 @@
 """One AsyncAPI 3.0 document for the bridge: its Kafka server, a channel per events topic and the
-dead-letter topic, a message per event type (key, headers, payload = the event's JSON Schema)."""
+dead-letter topic, a message per event type (key, headers, payload = the event's JSON Schema), and a
+channel per change stream topic (when enabled: a change event message, key = the primary key)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,24 @@ def asyncapi_document(config: BridgeConfig | None, schemas: SchemaSet, name: str
             "action": "send", "channel": {"$ref": f"#/channels/{aggregate}"},
             "messages": [{"$ref": f"#/channels/{aggregate}/messages/{m}"} for m in refs],
         }
+    for table, entry in schemas.changes.items():
+        msg_id = f"change.{table}"
+        channel = f"change.{table}"
+        key = _payload(entry["key"])
+        if table == "transaction":
+            description = ("Transaction boundaries of the change stream: a BEGIN and an END record per source "
+                           "transaction (docs/events.md)")
+            name, title = "TransactionBoundary", "transaction boundary"
+        else:
+            description = (f"Debezium-compatible change events of {table}, keyed by its primary key; in the same "
+                           "Kafka transactions as the domain events (read_committed; docs/events.md)")
+            name, title = "ChangeEvent", f"{table} change event"
+        messages[msg_id] = {"name": name, "title": title, "contentType": "application/json",
+                            "payload": _payload(entry["value"]), "bindings": {"kafka": {"key": key}}}
+        channels[channel] = {"address": entry["topic"], "description": description,
+                             "messages": {msg_id: {"$ref": f"#/components/messages/{msg_id}"}}}
+        operations[f"publishChanges.{table}"] = {"action": "send", "channel": {"$ref": f"#/channels/{channel}"},
+                                                 "messages": [{"$ref": f"#/channels/{channel}/messages/{msg_id}"}]}
     messages["DeadLetter"] = {"name": "DeadLetter", "contentType": "application/json",
                               "headers": {"type": "object", "properties": {"reason": {"type": "string"}}},
                               "payload": DEAD_LETTER_SCHEMA}

@@ -49,6 +49,8 @@ class SchemaSet:
     events: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)   # aggregate -> type -> schema
     topics: dict[str, str] = field(default_factory=dict)                         # aggregate -> events topic
     live: bool = False
+    # the change stream's (change_schemas.py): table | "transaction" -> {"topic", "key", "value"}
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:

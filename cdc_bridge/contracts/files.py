@@ -1,4 +1,5 @@
-"""A schema set on disk: DIR/<Aggregate>/<EventType>.json, DIR/index.json, DIR/asyncapi.json."""
+"""A schema set on disk: DIR/<Aggregate>/<EventType>.json, DIR/changes/<db.table>.{key,value}.json (the change
+stream, when enabled), DIR/index.json, DIR/asyncapi.json."""
 
 from __future__ import annotations
 
@@ -33,6 +34,18 @@ def write_schema_set(out: Path, schemas: SchemaSet, asyncapi: dict[str, Any]) ->
             written.append(path)
         index["aggregates"][aggregate] = {"topic": schemas.topics[aggregate],
                                           "events": {t: f"{aggregate}/{_file(t)}" for t in events}}
+    if schemas.changes:
+        d = out / "changes"
+        d.mkdir(exist_ok=True)
+        index["changes"] = {}
+        for table, entry in schemas.changes.items():
+            files = {}
+            for part in ("key", "value"):
+                path = d / f"{table}.{part}.json"
+                path.write_text(json.dumps(entry[part], indent=2, ensure_ascii=False) + "\n")
+                written.append(path)
+                files[part] = f"changes/{path.name}"
+            index["changes"][table] = {"topic": entry["topic"], **files}
     for name, doc in (("index.json", index), ("asyncapi.json", asyncapi)):
         (out / name).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         written.append(out / name)

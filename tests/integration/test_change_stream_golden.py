@@ -12,9 +12,12 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 import bridge_harness as h
+from cdc_bridge.config import BridgeConfig
+from cdc_bridge.contracts.change_schemas import change_schemas
 from change_stream_harness import change_topics, golden_workload, run_transactions, write_golden_mappings
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "debezium" / "debezium-3.5.0-mariadb.jsonl"
@@ -149,3 +152,22 @@ def test_the_change_stream_matches_debezium_field_by_field(reader, fresh_db, adm
     gtids = sorted({s["gtid"] for s in streamed}, key=lambda g: int(g.rsplit("-", 1)[1]))   # MariaDB d-s-n
     assert [r["value"]["id"] for r in mine_tx] == [g for g in gtids for _ in ("BEGIN", "END")]
     assert all(r["key"] == {"id": r["value"]["id"]} for r in mine_tx)
+
+    # the contract (`cdc-bridge schemas` with the database's columns) describes every record, ours and Debezium's
+    src = cfg["source"]
+    contract = change_schemas(BridgeConfig.model_validate(cfg), frozenset(f"{fresh_db}.{t}" for t in TABLES),
+                              {k: src[k] for k in ("host", "port", "user", "password")})
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    validators = {}
+    for table, entry in contract.items():
+        topic = entry["topic"].replace(f"{prefix}.{fresh_db}.", f"{GOLDEN_PREFIX}.{GOLDEN_DB}.").replace(
+            f"{prefix}.transaction", f"{GOLDEN_PREFIX}.transaction")
+        validators[topic] = tuple(jsonschema.Draft202012Validator(entry[p], format_checker=checker)
+                                  for p in ("key", "value"))
+    typed = contract[f"{fresh_db}.all_types"]["value"]["anyOf"][0]["properties"]["after"]["anyOf"][0]
+    assert len(typed["properties"]) > 20 and all(typed["properties"].values())   # live: every column typed
+    for r in mine + gold:
+        key_v, value_v = validators[r["topic"]]
+        for v, part in ((key_v, r["key"]), (value_v, r["value"])):
+            error = jsonschema.exceptions.best_match(v.iter_errors(part))
+            assert error is None, f"{r['topic']}: {error.message} at {list(error.absolute_path)}: {part}"

@@ -132,3 +132,39 @@ def test_the_guard_finds_what_breaks_consumers_and_nothing_else(tmp_path):
     moved = schema_set(load_mappings(_edit(tmp_path, "moved", "topic: shop.order.events", "topic: shop.orders.v2")),
                        ORDER_COLUMNS)
     assert "aggregate Order: topic changed from 'shop.order.events' to 'shop.orders.v2'" in breaking_changes(before, moved)
+
+
+def test_the_change_stream_is_in_the_contract(tmp_path):
+    """change_stream enabled: a channel per table topic and the transaction topic, the change event as the
+    payload (a Debezium envelope or a tombstone), the primary key as the Kafka key; files under changes/."""
+    from cdc_bridge.config import BridgeConfig
+    from cdc_bridge.contracts.change_schemas import change_schemas, change_value_schema
+
+    cfg = BridgeConfig.model_validate({
+        "name": "shop-bridge", "source": {"host": "db", "user": "cdc", "password": "x", "server_id": 7},
+        "kafka": {"bootstrap_servers": "kafka:9092"},
+        "change_stream": {"enabled": True, "topic_prefix": "shop", "transaction_topic": True}})
+    schemas = schema_set(load_mappings(EXAMPLES))
+    schemas.changes = change_schemas(cfg, frozenset({"shop.orders", "shop.order_lines"}), None)   # offline
+    doc = asyncapi_document(cfg, schemas, "shop-bridge")
+    spec = json.loads((REPO / "tests" / "data" / "asyncapi-3.0.0.schema.json").read_text())
+    jsonschema.Draft7Validator(spec).validate(doc)
+    assert doc["channels"]["change.shop.orders"]["address"] == "shop.shop.orders"
+    assert doc["channels"]["change.transaction"]["address"] == "shop.transaction"
+    files = write_schema_set(tmp_path / "s", schemas, doc)
+    assert tmp_path / "s" / "changes" / "shop.orders.value.json" in files
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    assert index["changes"]["shop.orders"] == {"topic": "shop.shop.orders", "key": "changes/shop.orders.key.json",
+                                               "value": "changes/shop.orders.value.json"}
+    assert read_schema_set(tmp_path / "s").events == schemas.events   # the guard reads the events as before
+
+    # typed rows: a created event passes, a wrong type or op does not, a tombstone passes
+    typed = validator(change_value_schema("shop.t", [("id", "int", False), ("total", "decimal", True),
+                                                      ("at", "datetime_us", True), ("flag", "bit1", False)], "string"))
+    source = {"version": "x", "connector": "mariadb", "name": "shop", "ts_ms": 1, "snapshot": "false", "db": "shop",
+              "table": "t", "server_id": 1, "gtid": "0-1-1", "file": "b.000001", "pos": 4, "row": 0}
+    good = {"before": None, "after": {"id": 1, "total": "1.50", "at": 1_700_000_000_000_000, "flag": True},
+            "source": source, "transaction": None, "op": "c", "ts_ms": 1}
+    assert not list(typed.iter_errors(good)) and not list(typed.iter_errors(None))
+    assert list(typed.iter_errors({**good, "after": {**good["after"], "total": 1.5}}))
+    assert list(typed.iter_errors({**good, "op": "x"}))
