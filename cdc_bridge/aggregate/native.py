@@ -106,11 +106,6 @@ def native_available() -> bool:
     return _native is not None
 
 
-def native_enabled() -> bool:
-    """core_for() may give compiled cores: built and not turned off."""
-    return _native is not None and os.environ.get(ENV) != "0"
-
-
 def core_for(decider: Decider) -> "NativeCore | None":
     """The compiled core of a declarative decider; None when turned off (CDC_BRIDGE_NATIVE_APPLY=0), not
     built (one warning per process), or not applicable (a Python decider, a rule value it cannot compare)."""
@@ -201,7 +196,7 @@ class NativeCore:
     def __init__(self, core: Any, reference: "ReferenceCore") -> None:
         self.core = core
         self.reference = reference
-        self.fallbacks = 0   # calls answered by the reference (metrics, tests)
+        self.fallbacks = 0   # calls answered by the reference (tests, benchmarks)
 
     @property
     def decider(self) -> DeclarativeDecider:
@@ -317,4 +312,4 @@ class ReferenceCore:
 
 
 __all__ = ["ENV", "Core", "NativeCore", "ReferenceCore", "Unsupported", "UnsupportedMapping", "core_for",
-           "native_available", "native_enabled", "spec_of"]
+           "native_available", "spec_of"]

@@ -409,6 +409,38 @@ def rewritten(data, state: bytes | None) -> bytes | None:
 
 
 
+def check_transaction(decider, ref: ReferenceCore, core, mapping: AggregateMapping, state: bytes | None,
+                      cmds: list[tuple], txn: dict, seq: int) -> tuple[bytes, int] | None:
+    """One source transaction both ways (apply, apply_wire, the envelopes): the next (state, sequence), or
+    None when the reference raised (and the compiled core stepped aside)."""
+    expected = outcome(ref.apply, state, cmds, "7")
+    label_kinds(decider, state, cmds)
+    label(expected)
+    check_same(outcome(core.apply, state, cmds, "7"), expected)
+    check_wire(core, ref, state, cmds, "7", txn, seq, expected)
+    if expected[0] == "raised":
+        return None
+    return expected[1][0], compare_envelopes(core, ref, expected[1], mapping.aggregate, "7", txn, seq)
+
+
+def random_stream(data, mapping: AggregateMapping, max_txns: int) -> None:
+    """1..max_txns random source transactions in a row (later ones meet realistic prior states, written
+    by other writers too), each checked by check_transaction."""
+    decider = DeclarativeDecider(mapping)
+    ref = ReferenceCore(decider)
+    core = _native.DeclarativeCore(spec_of(decider))
+    state, seq, ts = None, 0, 1_767_225_600.0
+    for n in range(1, data.draw(st.integers(1, max_txns), label="transactions") + 1):
+        state = rewritten(data, state)
+        txn = data.draw(txn_meta(n, ts), label=f"txn {n}")
+        ts = txn["commit_ts"]
+        cmds = data.draw(commands(mapping, txn), label=f"commands {n}")
+        step = check_transaction(decider, ref, core, mapping, state, cmds, txn, seq)
+        if step is None:
+            return
+        state, seq = step
+
+
 @needs_native
 @SETTINGS
 @given(st.data())
@@ -416,24 +448,7 @@ def test_compiled_apply_equals_the_reference(data):
     """Random mappings; each example applies 1-6 random source transactions in a row (so later ones meet
     realistic prior states: held children, soft-deleted roots with dormant children, deleted tombstones)."""
     mapping = data.draw(mappings(), label="mapping")
-    decider = DeclarativeDecider(mapping)
-    ref = ReferenceCore(decider)
-    core = _native.DeclarativeCore(spec_of(decider))
-    state, seq, ts = None, 0, 1_767_225_600.0
-    for n in range(1, data.draw(st.integers(1, 6), label="transactions") + 1):
-        state = rewritten(data, state)
-        txn = data.draw(txn_meta(n, ts), label=f"txn {n}")
-        ts = txn["commit_ts"]
-        cmds = data.draw(commands(mapping, txn), label=f"commands {n}")
-        expected = outcome(ref.apply, state, cmds, "7")
-        label_kinds(decider, state, cmds)
-        label(expected)
-        check_same(outcome(core.apply, state, cmds, "7"), expected)
-        check_wire(core, ref, state, cmds, "7", txn, seq, expected)
-        if expected[0] == "raised":
-            return
-        seq = compare_envelopes(core, ref, expected[1], mapping.aggregate, "7", txn, seq)
-        state = expected[1][0]
+    random_stream(data, mapping, max_txns=6)
 
 
 @needs_native
@@ -457,15 +472,10 @@ def test_transitions_equal_the_reference(data):
         payload = {f: data.draw(values) for f in fields}
         op = "insert" if n == 0 else data.draw(st.sampled_from(["update"] * 5 + ["snapshot"]))
         cmds = [(mapping.aggregate, "root", "7", op, payload, None, mapping.root.table, False, 1.0, "t", None)]
-        expected = outcome(ref.apply, state, cmds, "7")
-        label_kinds(decider, state, cmds)
-        label(expected)
-        check_same(outcome(core.apply, state, cmds, "7"), expected)
-        check_wire(core, ref, state, cmds, "7", txn, seq, expected)
-        if expected[0] == "raised":
+        step = check_transaction(decider, ref, core, mapping, state, cmds, txn, seq)
+        if step is None:
             return
-        seq = compare_envelopes(core, ref, expected[1], mapping.aggregate, "7", txn, seq)
-        state = expected[1][0]
+        state, seq = step
 
 
 @needs_native
@@ -474,24 +484,7 @@ def test_transitions_equal_the_reference(data):
 def test_compiled_apply_equals_the_reference_on_mappings_files(data):
     """The same over the repository's real mappings (orders, customers, the rentals example)."""
     mapping = data.draw(st.sampled_from(REAL_MAPPINGS), label="mapping")
-    decider = DeclarativeDecider(mapping)
-    ref = ReferenceCore(decider)
-    core = _native.DeclarativeCore(spec_of(decider))
-    state, seq, ts = None, 0, 1_767_225_600.0
-    for n in range(1, data.draw(st.integers(1, 8)) + 1):
-        state = rewritten(data, state)
-        txn = data.draw(txn_meta(n, ts))
-        ts = txn["commit_ts"]
-        cmds = data.draw(commands(mapping, txn))
-        expected = outcome(ref.apply, state, cmds, "7")
-        label_kinds(decider, state, cmds)
-        label(expected)
-        check_same(outcome(core.apply, state, cmds, "7"), expected)
-        check_wire(core, ref, state, cmds, "7", txn, seq, expected)
-        if expected[0] == "raised":
-            return
-        seq = compare_envelopes(core, ref, expected[1], mapping.aggregate, "7", txn, seq)
-        state = expected[1][0]
+    random_stream(data, mapping, max_txns=8)
 
 
 def _load(path: str) -> AggregateMapping:
