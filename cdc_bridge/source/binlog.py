@@ -30,6 +30,7 @@ How it works, and why:
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import socket
@@ -80,6 +81,20 @@ _UNREADABLE_EVENTS = {
        for t in range(165, 172)},
 }
 
+# the raw row events read without the library (v1: MariaDB, v2: MySQL): event type -> (op, v2)
+TABLE_MAP_EVENT = 19
+_DIRECT_ROWS = {23: ("insert", False), 24: ("update", False), 25: ("delete", False),
+                30: ("insert", True), 31: ("update", True), 32: ("delete", True)}
+_OPS = {WriteRowsEvent: "insert", UpdateRowsEvent: "update", DeleteRowsEvent: "delete"}
+_HEADER = struct.Struct("<I1xIII")  # after the OK byte: timestamp, (type), server_id, event_size, log_pos
+
+
+class _DirectRows:
+    """Marks a row event read from its raw packet in BinlogSource._stream."""
+
+
+_DIRECT = _DirectRows()
+
 _DDL = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(ALTER|CREATE|DROP|RENAME|TRUNCATE)\b", re.IGNORECASE | re.DOTALL)
 _DML = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE|LOAD)\b", re.IGNORECASE | re.DOTALL)
 _BEGIN, _COMMIT, _ROLLBACK, _DDL_STATEMENT, _OTHER = "begin", "commit", "rollback", "ddl", "other"
@@ -109,9 +124,21 @@ class _StreamLost(Exception):
 
 
 class _StreamConnection(pymysql.connections.Connection):
-    """The replication connection: its read errors bypass the library's reconnect logic."""
+    """The replication connection: its read errors bypass the library's reconnect logic.
+
+    `unread(packet)` hands a packet the source has looked at (and left to the library) to the
+    library's next read."""
+
+    _unread: Any = None
+
+    def unread(self, packet: Any) -> None:
+        self._unread = packet
 
     def _read_packet(self, *args: Any, **kwargs: Any) -> Any:
+        packet = self._unread
+        if packet is not None:
+            self._unread = None
+            return packet
         try:
             return super()._read_packet(*args, **kwargs)
         except (pymysql.err.MySQLError, OSError) as e:
@@ -171,6 +198,8 @@ class BinlogSource:
         self._max_attempts = max_reconnect_attempts
         self._coalesce = coalesce_empty
         self._describe = frozenset(describe or ())
+        # CDC_BRIDGE_DIRECT_ROWS=0: every event through python-mysql-replication (see _direct_rows)
+        self._direct_reading = os.environ.get("CDC_BRIDGE_DIRECT_ROWS") != "0"
 
         self._stop = threading.Event()
         self._iterating = False
@@ -198,6 +227,7 @@ class BinlogSource:
         self.last_reconnect_reason: str | None = None
         self.transactions_read = 0
         self.rows_read = 0
+        self.direct_row_events = 0   # row events read from their raw packets (the rest went through the library)
 
     # ------------------------------------------------------------------ public
 
@@ -305,7 +335,7 @@ class BinlogSource:
         self._ready = True
         log.info("binlog source starting", flavor=info.flavor, version=info.version,
                  position=str(self._position), server_id=self.settings.server_id, tables=sorted(self._tables),
-                 row_decoder=ROW_DECODER)
+                 row_decoder=ROW_DECODER, row_events="direct" if self._direct_reading else "library")
 
     def _earliest(self, info: ServerInfo) -> SourcePosition:
         """The position before the oldest binlog file the server still has."""
@@ -473,30 +503,60 @@ class BinlogSource:
         last_yield = monotonic()
         session_ok = False
 
+        # Row events of tables already seen, and their repeated table maps, are read here from the
+        # raw packets (see _direct_rows); everything else goes through the library, as do those
+        # whenever the library's table map and ours disagree (after a rotate or DDL).
+        decoders = self._decoders
+        read_packet: Callable[[], Any] | None = None
+        checksum_bytes = 0 if (self._info.variables.get("binlog_checksum") or "NONE").upper() == "NONE" else 4
+
         while not stopping():
-            ev = fetch()
+            ev: Any = None
+            if read_packet is not None:
+                pkt = read_packet()
+                data = pkt._data
+                etype = data[5] if len(data) > 20 and data[0] == 0 else 0
+                if etype in _DIRECT_ROWS or etype == TABLE_MAP_EVENT:
+                    tid = int.from_bytes(data[20:26], "little")
+                    entry = decoders.get(tid)
+                    if entry is not None and entry[0] is reader.table_map.get(tid):
+                        if etype == TABLE_MAP_EVENT:
+                            continue  # the library would skip it too (freeze_schema)
+                        ev = _DIRECT
+                if ev is None:
+                    self._stream_conn.unread(pkt)  # type: ignore[union-attr]
             if ev is None:
-                raise _StreamLost(ConnectionError("the server ended the binlog stream"))
-            if not session_ok:
-                session_ok = self._session_ok = True
+                ev = fetch()
+                if ev is None:
+                    raise _StreamLost(ConnectionError("the server ended the binlog stream"))
+                if not session_ok:
+                    session_ok = self._session_ok = True
+                    conn = self._stream_conn
+                    if isinstance(conn, _StreamConnection) and self._direct_reading:
+                        read_packet = conn._read_packet
             cls = ev.__class__
             end_pos = None  # set when this event commits the transaction
 
-            if cls is WriteRowsEvent or cls is UpdateRowsEvent or cls is DeleteRowsEvent:
+            if cls is _DirectRows or cls is WriteRowsEvent or cls is UpdateRowsEvent or cls is DeleteRowsEvent:
                 if changes is None:  # rows outside BEGIN (should not happen with ROW format)
                     changes, txn_gtid, begun = [], None, True
-                if describe:
-                    n0 = len(changes)
+                n0 = len(changes)
+                if cls is _DirectRows:
+                    tid = self._direct_rows(data, etype, entry[1], len(data) - checksum_bytes, changes)
+                    self.direct_row_events += 1
+                    header = _HEADER.unpack_from(data, 1) if describe else None
+                else:
+                    tid = ev.table_id
                     self._decode_rows(ev, changes)
-                    shape = shapes.get(ev.table_id)
+                    p = ev.packet
+                    header = (p.timestamp, p.server_id, p.event_size, p.log_pos) if describe else None
+                if header is not None:
+                    shape = shapes.get(tid)
                     if shape is not None and len(changes) > n0:
                         if row_events is None:
                             row_events = []
-                        p = ev.packet
-                        row_events.append((n0, len(changes), shape, p.log_pos - p.event_size, p.timestamp,
-                                           p.server_id))
-                else:
-                    self._decode_rows(ev, changes)
+                        ts, server_id, size, log_pos = header
+                        row_events.append((n0, len(changes), shape, log_pos - size, ts, server_id))
             elif cls is XidEvent:
                 end_pos = ev.packet.log_pos
             elif cls is MariadbGtidEvent or cls is GtidEvent:
@@ -699,37 +759,72 @@ class BinlogSource:
         # the row images follow the bitmaps the library has read; decode them from the raw packet
         wrapper = ev.packet
         pkt = wrapper.packet
-        buf = pkt._data
         off = pkt._position
-        end = off + ev.event_size - wrapper.read_bytes
+        self._decode_span(decoder, _OPS[ev.__class__], ev.columns_present_bitmap,
+                          getattr(ev, "columns_present_bitmap2", None), pkt._data, off,
+                          off + ev.event_size - wrapper.read_bytes, changes)
+
+    def _direct_rows(self, data: bytes, etype: int, decoder: TableDecoder | None, end: int,
+                     changes: list[RowChange]) -> int:
+        """A row event read from its raw packet (what the library's RowsEvent.__init__ parses, without
+        building the event): post-header, column count, present bitmaps, then the images. Returns the
+        table id. data: the packet (OK byte, 19-byte event header, body); end: where the images end."""
+        op, v2 = _DIRECT_ROWS[etype]
+        tid = int.from_bytes(data[20:26], "little")
+        if decoder is None:  # a table the library lets through (its name is mapped in another schema)
+            return tid
+        if len(data) != 1 + int.from_bytes(data[10:14], "little"):
+            raise SourceError(f"{decoder.table}: a row event packet does not match its event size")
+        # v1: table id (6), flags (2); v2: then the extra data, its 2-byte length included
+        off = 28 + int.from_bytes(data[28:30], "little") if v2 else 28
+        n = data[off]   # column count, a length-encoded integer
+        if n < 251:
+            off += 1
+        elif n == 252:
+            n, off = int.from_bytes(data[off + 1:off + 3], "little"), off + 3
+        elif n == 253:
+            n, off = int.from_bytes(data[off + 1:off + 4], "little"), off + 4
+        else:
+            n, off = int.from_bytes(data[off + 1:off + 9], "little"), off + 9
+        size = (n + 7) >> 3
+        bitmap = data[off:off + size]
+        off += size
+        bitmap2 = None
+        if op == "update":
+            bitmap2 = data[off:off + size]
+            off += size
+        self._decode_span(decoder, op, bitmap, bitmap2, data, off, end, changes)
+        return tid
+
+    def _decode_span(self, decoder: TableDecoder, op: str, bitmap: bytes, bitmap2: bytes | None, buf: bytes,
+                     off: int, end: int, changes: list[RowChange]) -> None:
         table = decoder.table
         n0 = len(changes)
         try:
-            self._decode_images(ev, decoder, buf, off, end, changes)
+            self._decode_images(op, decoder, bitmap, bitmap2, buf, off, end, changes)
         except (ValueError, IndexError, struct.error) as e:   # the native reader's bounds checks, a garbled image
             raise SourceError(f"{table}: a row event could not be decoded ({type(e).__name__}: {e}); the table map "
                               f"does not describe the rows (please report this with the table's DDL)") from e
         self.rows_read += len(changes) - n0
 
     @staticmethod
-    def _decode_images(ev: Any, decoder: TableDecoder, buf: bytes, off: int, end: int,
-                       changes: list[RowChange]) -> None:
+    def _decode_images(op: str, decoder: TableDecoder, bitmap: bytes, bitmap2: bytes | None, buf: bytes,
+                       off: int, end: int, changes: list[RowChange]) -> None:
         table = decoder.table
         append = changes.append
-        if ev.__class__ is WriteRowsEvent:
-            read = decoder.plan(ev.columns_present_bitmap).read
+        read = decoder.plan(bitmap).read
+        if op == "insert":
             while off < end:
                 row, zeros, off = read(buf, off)
                 append(RowChange(table, "insert", None, row, zeros))
-        elif ev.__class__ is UpdateRowsEvent:
-            read_before = decoder.plan(ev.columns_present_bitmap).read
-            read_after = decoder.plan(ev.columns_present_bitmap2).read
+        elif op == "update":
+            assert bitmap2 is not None
+            read_after = decoder.plan(bitmap2).read
             while off < end:
-                before, _, off = read_before(buf, off)
+                before, _, off = read(buf, off)
                 after, zeros, off = read_after(buf, off)
                 append(RowChange(table, "update", before, after, zeros))
         else:
-            read = decoder.plan(ev.columns_present_bitmap).read
             while off < end:
                 row, zeros, off = read(buf, off)
                 append(RowChange(table, "delete", row, None, zeros))
