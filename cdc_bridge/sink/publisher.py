@@ -147,12 +147,14 @@ class TransactionalPublisher:
         self._producer: Any = None
         self._in_transaction = False
         self._fatal: FatalPublishError | None = None
+        self._generation = 0   # bumped when a producer is replaced: callbacks of the old one are ignored
         self._delivery_errors: list[KafkaError] = []
         self._partitions: dict[str, int] = {}
         self._limits: dict[str, int] = {}      # topic -> max.message.bytes (set_message_limits)
         self.measure_above = settings.max_message_bytes - SIZE_CHECK_HEADROOM   # see SIZE_CHECK_HEADROOM
         self.batches_committed = 0
         self.buffer_full_waits = 0
+        self.producers_replaced = 0
         self.offsets_of_topic = offsets_of_topic
         self.delivered_offsets: dict[int, int] = {}
 
@@ -167,8 +169,9 @@ class TransactionalPublisher:
         conf = producer_config(self.settings, self.transactional_id, java_partitioner=self.partitioner is None)
         if self.offsets_of_topic is not None:
             conf["delivery.report.only.error"] = False   # successful deliveries tell the offsets
-        conf["error_cb"] = self._on_error
-        conf["on_delivery"] = self._on_delivery
+        gen = self._generation
+        conf["error_cb"] = lambda err: self._on_error(err) if gen == self._generation else None
+        conf["on_delivery"] = lambda err, msg: self._on_delivery(err, msg) if gen == self._generation else None
         producer = self._producer_factory(conf)
         self._call("init_transactions", lambda: producer.init_transactions(self.operation_timeout_s),
                    retry_only=True, sleep=self._startup_sleep)
@@ -524,9 +527,32 @@ class TransactionalPublisher:
                     time.sleep(tracker.delay)
                     continue
                 self._in_transaction = False
+                if err.code() == KafkaError.INVALID_TXN_STATE:
+                    self._replace_producer(err)
+                    return
                 fatal = self._fatal_from(err, "abort_transaction")
                 self._set_fatal(fatal)
                 raise fatal from exc
+
+    def _replace_producer(self, err: KafkaError) -> None:
+        """The coordinator refused our abort with INVALID_TXN_STATE, which librdkafka makes fatal. It happens
+        when the abort's EndTxn overtakes the transaction's first AddPartitionsToTxn (librdkafka#4849) or
+        when the broker already aborted a timed-out transaction. Either way what we want, an aborted
+        transaction, is reached by a new producer on the same transactional.id: its init_transactions
+        bumps the epoch (the old producer's late requests are refused) and aborts whatever the old one
+        left open. Not done on fencing errors: there another instance owns the id."""
+        log.warning("kafka refused to abort the transaction; replacing the producer (init_transactions "
+                    "aborts what the old one left open), then the batch is redone", error=describe(err))
+        old, self._producer = self._producer, None
+        self._generation += 1
+        self._fatal = None     # set by the old producer's error callback, if it was served
+        try:
+            old.purge()
+        except Exception as exc:   # a fatal producer may refuse; it is dropped either way
+            log.debug("purge of the replaced producer failed", error=repr(exc))
+        del old
+        self.producers_replaced += 1
+        self.start()
 
     def _call(self, what: str, fn: Callable[[], Any], *, retry_only: bool = False,
               sleep: Callable[[float], None] = time.sleep) -> Any:

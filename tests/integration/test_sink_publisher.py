@@ -242,6 +242,43 @@ def test_aborted_batch_is_invisible_and_the_checkpoint_ignores_it(settings, kafk
     assert seqs == [1] * 5 + [2] * 5
 
 
+def test_abort_refused_by_the_coordinator_replaces_the_producer_and_leaves_nothing_visible(settings,
+                                                                                          kafka_bootstrap):
+    """librdkafka#4849: the coordinator can refuse an abort with INVALID_TXN_STATE (fatal in librdkafka). Here
+    the refusal is simulated without aborting, so the transaction really stays open on the broker: the new
+    producer's init_transactions must abort it, and the redone batch is visible once."""
+    b = Bridge(settings)
+    made = []
+
+    class RefusingProducer(ArmedProducer):
+        def abort_transaction(self, timeout=None):
+            if len(made) == 1:   # the first producer: its records were flushed, its transaction stays open
+                raise KafkaException(KafkaError(KafkaError.INVALID_TXN_STATE, "injected: abort refused",
+                                                fatal=True))
+            return self._p.abort_transaction(timeout)
+
+    def factory(conf):
+        made.append(RefusingProducer(conf))
+        return made[-1]
+
+    pub = b.publisher(producer_factory=factory)
+    try:
+        pub.publish_batch([event(i, b.topic, seq=1) for i in range(5)], [], cp(1))
+        made[0].fail_next_commit = True
+        batch2 = [event(i, b.topic, seq=2, event_type="OrderPaid") for i in range(5)]
+        with pytest.raises(BatchAbortedError, match="injected commit failure"):
+            pub.publish_batch(batch2, [], cp(2))
+        assert len(made) == 2 and pub.producers_replaced == 1
+        assert len(read_all(kafka_bootstrap, b.topic, committed=False)) == 10   # written, then aborted
+        assert b.checkpoint()["batch"] == 1
+        pub.publish_batch(batch2, [], cp(2))
+        assert b.checkpoint()["batch"] == 2
+    finally:
+        pub.close()
+    seqs = sorted(json.loads(m.value())["sequence"] for m in read_all(kafka_bootstrap, b.topic))
+    assert seqs == [1] * 5 + [2] * 5
+
+
 def test_broker_rejecting_one_event_aborts_the_whole_batch(settings, admin, kafka_bootstrap):
     """A delivery failure inside the transaction (topic max.message.bytes) makes the
     commit fail: the batch is aborted, none of it is visible, and the error is fatal

@@ -410,3 +410,50 @@ def test_a_topic_with_a_small_limit_is_checked_too():
     msgs = fake.committed[0]
     assert [m["topic"] for m in msgs] == ["shop.orders", "b.dead-letter", "b.checkpoints"]
     assert json.loads(msgs[1]["value"])["reason"] == "too_large" and r.dead_letters == 1
+
+
+def test_abort_refused_with_invalid_txn_state_replaces_the_producer_and_the_batch_is_redone():
+    """librdkafka#4849: the abort's EndTxn can overtake the transaction's first AddPartitionsToTxn and the
+    coordinator refuses it with INVALID_TXN_STATE (fatal in librdkafka). A new producer on the same
+    transactional.id (init_transactions aborts what the old one left) lets the batch be redone."""
+    made = []
+
+    def factory(conf):
+        p = FakeProducer(conf, partitions={"shop.orders": 6, "b.checkpoints": 1, "b.dead-letter": 1})
+        made.append(p)
+        return p
+
+    rec = Recorder()
+    pub = TransactionalPublisher(SETTINGS, "b", "b.checkpoints", "b.dead-letter", "b", partitioner=partition_for,
+                                 hooks=rec.hooks, retry=NO_WAIT, producer_factory=factory)
+    pub.start()
+    first = made[0]
+    first.fail["commit_transaction"] = [kafka_exc(KafkaError.REQUEST_TIMED_OUT, txn_requires_abort=True)]
+    first.fail["abort_transaction"] = [kafka_exc(KafkaError.INVALID_TXN_STATE, fatal=True)]
+    with pytest.raises(BatchAbortedError):
+        pub.publish_batch([make_event(1)], [], cp())
+    # the old producer's late fatal error callback must not poison the new one
+    first.conf["error_cb"](KafkaError(KafkaError.INVALID_TXN_STATE, "late", fatal=True))
+    assert len(made) == 2 and pub.producers_replaced == 1 and rec.fatals == []
+    assert "purge" in first.calls and made[1].calls[0] == "init_transactions"
+    assert first.committed == [] and len(rec.aborts) == 1
+    result = pub.publish_batch([make_event(1)], [], cp())
+    assert result.events == 1 and len(made[1].committed) == 1 and first.committed == []
+
+
+def test_abort_refused_as_fenced_is_fatal_and_no_producer_is_made():
+    made = []
+
+    def factory(conf):
+        p = FakeProducer(conf, partitions={"shop.orders": 6, "b.checkpoints": 1, "b.dead-letter": 1})
+        made.append(p)
+        return p
+
+    pub = TransactionalPublisher(SETTINGS, "b", "b.checkpoints", "b.dead-letter", "b", partitioner=partition_for,
+                                 retry=NO_WAIT, producer_factory=factory)
+    pub.start()
+    made[0].fail["commit_transaction"] = [kafka_exc(KafkaError.REQUEST_TIMED_OUT, txn_requires_abort=True)]
+    made[0].fail["abort_transaction"] = [kafka_exc(KafkaError.PRODUCER_FENCED, fatal=True)]
+    with pytest.raises(FatalPublishError) as e:
+        pub.publish_batch([make_event(1)], [], cp())
+    assert e.value.fenced and len(made) == 1 and pub.producers_replaced == 0
