@@ -11,6 +11,9 @@ How it works, and why:
   query events; we decode the *rows* ourselves (values.py) straight from the event
   bytes, which is both faster than the library's generic per-column code and gives the
   JSON-friendly values of docs/types.md in one pass.
+* Row events of tables already seen are read from the raw packets (`_direct_rows`): the
+  library builds a Python object per event, which cost as much as decoding the rows. Any
+  other event, and any table map that differs from the library's, is pushed back to it.
 * The source owns its position. The library, after a dropped connection, silently
   reconnects from the position it was *created* with, which would replay (or, with
   MariaDB, restart from scratch). So the stream connection is a subclass whose read
