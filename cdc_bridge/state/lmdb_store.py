@@ -387,7 +387,7 @@ class LmdbStateStore:
         self._check_partition(ref.partition)
         key = self._held_key(ref)
         batch = self._held_batch(ref.partition)
-        if self._held_exists(key, batch):
+        if self._held_exists(key, ref.partition, batch):
             return
         batch.add(key, _dumps([ref.since, ref.aggregate, ref.aggregate_id, ref.entity, ref.entity_id]))
         self._held_counts[ref.partition] = self.held_count(ref.partition) + 1
@@ -400,7 +400,7 @@ class LmdbStateStore:
         self._check_partition(ref.partition)
         key = self._held_key(ref)
         batch = self._held_batch(ref.partition)
-        if not self._held_exists(key, batch):
+        if not self._held_exists(key, ref.partition, batch):
             return
         batch.remove(key)
         self._held_counts[ref.partition] = self.held_count(ref.partition) - 1
@@ -411,13 +411,13 @@ class LmdbStateStore:
             batch = self._held[partition] = _HeldBatch()
         return batch
 
-    def _held_exists(self, key: bytes, batch: "_HeldBatch") -> bool:
+    def _held_exists(self, key: bytes, partition: int, batch: "_HeldBatch") -> bool:
         if key in batch.changes:
             return batch.changes[key] is not None
         for layer in reversed(self._sealed):
-            for b in layer.held.values():
-                if key in b.changes:
-                    return b.changes[key] is not None
+            b = layer.held.get(partition)   # the key names its partition: no other batch can hold it
+            if b is not None and key in b.changes:
+                return b.changes[key] is not None
         return self._read().get(key, db=self._held_db) is not None
 
     def held_count(self, partition: int) -> int:
