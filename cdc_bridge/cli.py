@@ -104,12 +104,15 @@ def _parser() -> argparse.ArgumentParser:
         "AsyncAPI 3.0 document (asyncapi.json) to --out. With --config the database's column types make every "
         "`auto` field precise; without a connection they stay open. --check-against DIR compares with a schema "
         "set written earlier and exits 4 on a change that breaks consumers (a field or event type removed, a "
-        "type narrowed, a topic changed). See docs/events.md, contracts.",
+        "type narrowed, a topic changed); the current schemas are built the way DIR was (live or offline, its "
+        "index.json), and a live DIR checked without a connection leaves the `auto` fields uncompared (a WARNING "
+        "says so). See docs/events.md, contracts.",
     )
     sch.add_argument("--config", "-c", metavar="FILE", help="bridge YAML file (mappings_dir, database, kafka)")
     sch.add_argument("--mappings", "-m", metavar="DIR", help="mappings directory (overrides the config's)")
     sch.add_argument("--out", "-o", metavar="DIR", help="write the schema set here")
-    sch.add_argument("--check-against", metavar="DIR", help="a previous schema set: report breaking changes")
+    sch.add_argument("--check-against", metavar="DIR", help="a previous schema set: report breaking changes "
+                     "(live against live, which needs --config, offline against offline)")
     sch.add_argument("--offline", action="store_true", help="do not connect to the database even with --config")
 
     snp = sub.add_parser(

@@ -1,13 +1,17 @@
 """One AsyncAPI 3.0 document for the bridge: its Kafka server, a channel per events topic and the
-dead-letter topic, a message per event type (key, headers, payload = the event's JSON Schema), and a
-channel per change stream topic (when enabled: a change event message, key = the primary key)."""
+dead-letter topic, a message per event type (key, headers, payload = the event's JSON Schema), the
+tombstone that follows a deleted event (null value, header cdc-bridge-tombstone) where the aggregate
+writes one, and a channel per change stream topic (when enabled: a change event message, key = the
+primary key, the __debezium.newkey / oldkey headers of a primary-key update)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from cdc_bridge.aggregate.event import TOMBSTONE_HEADER
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.contracts.event_schemas import SchemaSet
+from cdc_bridge.ingest.change_stream import NEW_KEY_HEADER, OLD_KEY_HEADER
 
 DEAD_LETTER_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -23,6 +27,26 @@ DEAD_LETTER_SCHEMA: dict[str, Any] = {
         "record": {"type": ["object", "null"]},
     },
     "required": ["reason", "detail"],
+}
+
+
+CHANGE_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        NEW_KEY_HEADER: {"type": "string", "description": "on the delete (op d) and its tombstone that an update of "
+                         "the primary key becomes: the new key's JSON (as the record key of the create after it)"},
+        OLD_KEY_HEADER: {"type": "string", "description": "on the create (op c) that follows that delete: the old "
+                         "key's JSON"},
+    },
+    "description": "Only on the records of an update that changed the primary key, as Debezium writes them",
+}
+
+DEAD_LETTER_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"reason": {"type": "string"},
+                   "table": {"type": "string", "description": "the source table (schema.table), when known"},
+                   "aggregate": {"type": "string", "description": "the aggregate type, when known"}},
+    "required": ["reason"],
 }
 
 
@@ -53,6 +77,24 @@ def asyncapi_document(config: BridgeConfig | None, schemas: SchemaSet, name: str
                 "bindings": {"kafka": {"key": {"type": "string", "description": "aggregate_id (UTF-8)"}}},
             }
             refs[msg_id] = {"$ref": f"#/components/messages/{msg_id}"}
+        if aggregate in schemas.tombstones:
+            msg_id = f"{aggregate}.tombstone"
+            messages[msg_id] = {
+                "name": f"{aggregate}Tombstone",
+                "title": f"Kafka tombstone after a deleted {aggregate}",
+                "summary": "null value: skip it; a compacted topic then forgets the aggregate",
+                "description": "Follows the deleted event (same key and partition) when the mapping sets "
+                               "tombstone_on_delete (or a Python decider's deletion draft asks for it): the record "
+                               "value is null (no JSON), the header cdc-bridge-tombstone is 1 (docs/events.md).",
+                "headers": {"type": "object", "properties": {
+                    TOMBSTONE_HEADER: {"const": "1"},
+                    "event_id": {"type": "string", "description": "the deleted event's event_id"}},
+                    "required": [TOMBSTONE_HEADER, "event_id"]},
+                "payload": {"type": "null"},
+                "bindings": {"kafka": {"key": {"type": "string", "description": "aggregate_id (UTF-8), the deleted "
+                                                                                "event's key"}}},
+            }
+            refs[msg_id] = {"$ref": f"#/components/messages/{msg_id}"}
         channels[aggregate] = {
             "address": schemas.topics[aggregate],
             "description": f"Domain events of {aggregate}, keyed by aggregate_id; read with "
@@ -77,13 +119,16 @@ def asyncapi_document(config: BridgeConfig | None, schemas: SchemaSet, name: str
             name, title = "ChangeEvent", f"{table} change event"
         messages[msg_id] = {"name": name, "title": title, "contentType": "application/json",
                             "payload": _payload(entry["value"]), "bindings": {"kafka": {"key": key}}}
+        if table != "transaction":
+            messages[msg_id]["headers"] = CHANGE_HEADERS
         channels[channel] = {"address": entry["topic"], "description": description,
                              "messages": {msg_id: {"$ref": f"#/components/messages/{msg_id}"}}}
         operations[f"publishChanges.{table}"] = {"action": "send", "channel": {"$ref": f"#/channels/{channel}"},
                                                  "messages": [{"$ref": f"#/channels/{channel}/messages/{msg_id}"}]}
     messages["DeadLetter"] = {"name": "DeadLetter", "contentType": "application/json",
-                              "headers": {"type": "object", "properties": {"reason": {"type": "string"}}},
-                              "payload": DEAD_LETTER_SCHEMA}
+                              "headers": DEAD_LETTER_HEADERS, "payload": DEAD_LETTER_SCHEMA,
+                              "bindings": {"kafka": {"key": {"type": ["string", "null"], "description":
+                                                             "aggregate_id (UTF-8) when known, else null"}}}}
     channels["deadLetters"] = {"address": dead_letter, "description": "What could not become an event, with its "
                                "reason (docs/mappings.md, dead letters)",
                                "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}}}

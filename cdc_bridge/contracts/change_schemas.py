@@ -155,16 +155,16 @@ def load_change_columns(conn_settings: dict[str, Any], tables: frozenset[str]
     information_schema the way the snapshot reads them (so the kinds are the ones the records are encoded by)."""
     import pymysql
 
+    from cdc_bridge.contracts.event_schemas import mariadb_json_columns
     from cdc_bridge.ingest.debezium_types import kind_of
-    from cdc_bridge.source.snapshot import SnapshotColumn, json_checked_columns
+    from cdc_bridge.source.snapshot import SnapshotColumn
 
     conn = pymysql.connect(connect_timeout=5, charset="utf8mb4", cursorclass=pymysql.cursors.DictCursor,
                            **conn_settings)
     out: dict[str, Any] = {}
     try:
+        json_columns = mariadb_json_columns(conn, tables)
         with conn.cursor() as cur:
-            cur.execute("SELECT VERSION() AS v")
-            mariadb = "mariadb" in str(cur.fetchone()["v"]).lower()
             for table in sorted(tables):
                 schema, name = table.split(".", 1)
                 cur.execute("SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, "
@@ -174,14 +174,9 @@ def load_change_columns(conn_settings: dict[str, Any], tables: frozenset[str]
                 rows = cur.fetchall()
                 if not rows:
                     continue   # not there (yet): its schemas stay open
-                jsons: set[str] = set()
-                if mariadb:
-                    cur.execute("SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                                "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s", (schema, name))
-                    jsons = json_checked_columns([str(r["CHECK_CLAUSE"]) for r in cur.fetchall()])
                 cols = []
                 for r in rows:
-                    c = SnapshotColumn.from_information_schema(r, jsons)
+                    c = SnapshotColumn.from_information_schema(r, json_columns.get(table, set()))
                     cols.append((c.name, kind_of(c)[0], c.nullable))
                 cur.execute("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND "
                             "TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (schema, name))

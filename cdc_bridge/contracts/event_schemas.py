@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from cdc_bridge.aggregate.declarative import DeclarativeDecider
 from cdc_bridge.mapping.loader import MappingSet
@@ -29,6 +29,7 @@ DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
 
 _INTS = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year", "bit"}
 _TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "time", "uuid", "inet4", "inet6"}
+_LOB_TEXT = {"tinytext", "text", "mediumtext", "longtext"}
 _BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point", "linestring",
            "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
 
@@ -49,6 +50,9 @@ class SchemaSet:
     events: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)   # aggregate -> type -> schema
     topics: dict[str, str] = field(default_factory=dict)                         # aggregate -> events topic
     live: bool = False
+    # aggregates whose deleted events may be followed by a Kafka tombstone (tombstone_on_delete, or a Python
+    # decider: its drafts ask for one with meta tombstone)
+    tombstones: set[str] = field(default_factory=set)
     # the change stream's (change_schemas.py): table | "transaction" -> {"topic", "key", "value"}
     changes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -71,7 +75,8 @@ def column_schema(col: Column) -> dict[str, Any]:
     elif dt in ("float", "double", "real"):
         s = {"type": "number"}
     elif dt == "enum":
-        s = {"type": "string", "enum": re.findall(r"'((?:[^']|'')*)'", ct)}
+        # "": the invalid-value index 0 (an out-of-range value written in non-strict mode, docs/types.md)
+        s = {"type": "string", "enum": ["", *(m for m in enum_members(ct) if m != "")]}
     elif dt == "set":
         s = {"type": "array", "items": {"type": "string"}}
     elif dt == "json":
@@ -88,6 +93,22 @@ def column_schema(col: Column) -> dict[str, Any]:
         s = dict(ANY)
     # zero dates become null too (docs/types.md)
     return nullable(s) if col.nullable or dt in ("date", "datetime", "timestamp") else s
+
+
+_MEMBER = re.compile(r"'((?:[^'\\]|''|\\.)*)'", re.DOTALL)
+_ESCAPE = re.compile(r"''|\\(.)", re.DOTALL)
+_ESCAPED = {"0": "\0", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a", "b": "\b"}
+
+
+def enum_members(column_type: str) -> list[str]:
+    """information_schema COLUMN_TYPE "enum('a','it''s','back\\\\slash')" -> ['a', "it's", 'back\\slash']: the
+    server writes the members as SQL string literals (a quote doubled, a backslash escaped)."""
+    inner = column_type[column_type.find("(") + 1:column_type.rfind(")")]
+
+    def unescape(m: re.Match) -> str:
+        return "'" if m.group(1) is None else _ESCAPED.get(m.group(1), m.group(1))
+
+    return [_ESCAPE.sub(unescape, m.group(1)) for m in _MEMBER.finditer(inner)]
 
 
 _TYPED = {
@@ -210,6 +231,8 @@ def schema_set(mappings: MappingSet, tables: dict[str, dict[str, Column]] | None
     for agg in mappings.aggregates:
         out.events[agg.aggregate] = aggregate_schemas(agg, tables)
         out.topics[agg.aggregate] = agg.events_topic
+        if agg.tombstone_on_delete or agg.decider:
+            out.tombstones.add(agg.aggregate)
     return out
 
 
@@ -225,9 +248,45 @@ def load_columns(conn_settings: dict[str, Any], mappings: MappingSet) -> dict[st
             cur.execute(f"SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE "
                         f"FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN ({marks}) "
                         f"ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION", schemas)
-            out: dict[str, dict[str, Column]] = {}
-            for s, t, c, dt, ct, nul in cur.fetchall():
-                out.setdefault(f"{s}.{t}", {})[str(c)] = Column(str(dt).lower(), str(ct), nul == "YES")
-            return out
+            rows = cur.fetchall()
+        jsons = mariadb_json_columns(conn, mappings.by_table)
+        out: dict[str, dict[str, Column]] = {}
+        for s, t, c, dt, ct, nul in rows:
+            table, name, data_type = f"{s}.{t}", str(c), str(dt).lower()
+            if is_json_text(data_type, name, jsons.get(table, ())):
+                data_type = "json"   # MariaDB's JSON: the source parses it (docs/types.md)
+            out.setdefault(table, {})[name] = Column(data_type, str(ct), nul == "YES")
+        return out
     finally:
         conn.close()
+
+
+def mariadb_json_columns(conn: Any, tables: Iterable[str]) -> dict[str, set[str]]:
+    """MariaDB's JSON columns of `tables` (schema.table), as schema.table -> column names. MariaDB's JSON is a
+    LONGTEXT with CHECK (json_valid(col)), and the source decodes such a column as the parsed document
+    (docs/types.md); information_schema only says longtext. Empty on MySQL, whose JSON is a type of its own.
+    The event schemas and the change stream's schemas both ask this (conn: an open pymysql connection)."""
+    import pymysql
+
+    from cdc_bridge.source.values import json_checked_columns
+
+    wanted = set(tables)
+    schemas = sorted({t.split(".", 1)[0] for t in wanted})
+    if not schemas:
+        return {}
+    with conn.cursor(pymysql.cursors.Cursor) as cur:
+        cur.execute("SELECT VERSION()")
+        if "mariadb" not in str(cur.fetchone()[0]).lower():
+            return {}
+        cur.execute("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                    f"WHERE CONSTRAINT_SCHEMA IN ({', '.join(['%s'] * len(schemas))})", schemas)
+        clauses: dict[str, list[str]] = {}
+        for s, t, clause in cur.fetchall():
+            if f"{s}.{t}" in wanted:
+                clauses.setdefault(f"{s}.{t}", []).append(str(clause))
+    return {t: cols for t, c in clauses.items() if (cols := json_checked_columns(c))}
+
+
+def is_json_text(data_type: str, name: str, json_columns: Iterable[str]) -> bool:
+    """A text column that holds MariaDB's JSON (see mariadb_json_columns), as the snapshot decides it too."""
+    return data_type in _LOB_TEXT and name in json_columns

@@ -1,5 +1,9 @@
 """A schema set on disk: DIR/<Aggregate>/<EventType>.json, DIR/changes/<db.table>.{key,value}.json (the change
-stream, when enabled), DIR/index.json, DIR/asyncapi.json."""
+stream, when enabled), DIR/index.json, DIR/asyncapi.json.
+
+index.json records how the set was built: "live" true (`auto` fields typed from the database's columns) or
+false (offline: `auto` fields accept any JSON value); the guard builds the current set the same way. Per
+aggregate: its topic, its event types' files, and whether deleted events may be followed by a tombstone."""
 
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ def write_schema_set(out: Path, schemas: SchemaSet, asyncapi: dict[str, Any]) ->
             path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
             written.append(path)
         index["aggregates"][aggregate] = {"topic": schemas.topics[aggregate],
-                                          "events": {t: f"{aggregate}/{_file(t)}" for t in events}}
+                                          "events": {t: f"{aggregate}/{_file(t)}" for t in events},
+                                          "tombstones": aggregate in schemas.tombstones}
     if schemas.changes:
         d = out / "changes"
         d.mkdir(exist_ok=True)
@@ -61,5 +66,7 @@ def read_schema_set(directory: Path) -> SchemaSet:
     out = SchemaSet(live=bool(index.get("live")))
     for aggregate, entry in index["aggregates"].items():
         out.topics[aggregate] = entry["topic"]
+        if entry.get("tombstones"):
+            out.tombstones.add(aggregate)
         out.events[aggregate] = {t: json.loads((directory / f).read_text()) for t, f in entry["events"].items()}
     return out

@@ -268,7 +268,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
 
 def validate_events(events: list[dict], mappings_dir: Path, db_settings: dict | None = None) -> int:
     """Every event against its JSON Schema from `cdc-bridge schemas` (live column types when db_settings);
-    returns how many were checked (issue 18)."""
+    returns how many were checked (issue 18). AssertionError naming the first event that does not match."""
+    errors = schema_errors(events, mappings_dir, db_settings, first_only=True)
+    assert not errors, errors[0]
+    return len(events)
+
+
+def schema_errors(events: list[dict], mappings_dir: Path, db_settings: dict | None = None,
+                  first_only: bool = False) -> list[str]:
+    """What validate_events checks, without raising: one line per event that does not match its schema (for a
+    report, e.g. the bench's verify step)."""
     import jsonschema
 
     from cdc_bridge.contracts import schema_set_for
@@ -277,16 +286,24 @@ def validate_events(events: list[dict], mappings_dir: Path, db_settings: dict | 
     schemas = schema_set_for(load_mappings(mappings_dir), db_settings).events
     checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
     validators: dict[tuple[str, str], Any] = {}
+    out: list[str] = []
     for e in events:
         key = (e["aggregate"], e["event_type"])
         if key not in validators:
-            agg = schemas[e["aggregate"]]
-            assert e["event_type"] in agg or "*" in agg, f"no schema for {key}: {sorted(agg)}"
+            agg = schemas.get(e["aggregate"], {})
+            if e["event_type"] not in agg and "*" not in agg:
+                out.append(f"{e['event_id']}: no schema for {key}: {sorted(agg)}")
+                if first_only:
+                    break
+                continue
             validators[key] = jsonschema.Draft202012Validator(agg.get(e["event_type"]) or agg["*"],
                                                               format_checker=checker)
         errors = sorted(validators[key].iter_errors(e), key=lambda x: list(x.path))
-        assert not errors, f"{e['event_id']} does not match its schema: {errors[0].message} at {list(errors[0].path)}"
-    return len(events)
+        if errors:
+            out.append(f"{e['event_id']} does not match its schema: {errors[0].message} at {list(errors[0].path)}")
+            if first_only:
+                break
+    return out
 
 
 def orders_in_state(state_dir: Path, partitions: int) -> dict[str, dict]:

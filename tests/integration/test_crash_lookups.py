@@ -299,7 +299,10 @@ def test_lookups_under_sigkill_embedded(fresh_db, tmp_path):
         c.wait_caught_up(mariadb.admin_connect(), workers=False)
     finally:
         c.stop_all()
-    n = writer.check(h.events_of(h.read_topic(topic)))
+    events = h.events_of(h.read_topic(topic))
+    n = writer.check(events)
+    # issue 18: every event (lookup fields among them) matches its schema from the mappings and the columns
+    assert h.validate_events(events, tmp_path / "emb" / "mappings", mariadb.connection_settings()) == len(events)
     # the kills after a Kafka commit left LMDB behind: those restarts re-applied reference rows too
     assert c.log_count("bridge", "LMDB is behind the Kafka checkpoint") >= kills["lmdb"] == 2
     assert n > 500 and writer.ops["rename_and_touch"] and writer.ops["delete_ref_and_touch"]

@@ -162,6 +162,8 @@ def test_sigkill_broker_and_database_restarts_exactly_once(fresh_db, tmp_path):
 
     events = h.events_of(h.read_topic(topic, timeout=60))
     per_aggregate = h.check_unique_and_gapless(events)
+    # issue 18: every event matches its schema from the mappings and the database's columns
+    assert h.validate_events(events, tmp_path / "mappings", mariadb.connection_settings()) == len(events)
     folded = h.comparable(h.fold_orders(events))
     expected = h.comparable(h.orders_in_db(conn, db))
     missing = sorted(set(expected) - set(folded))[:10]

@@ -191,6 +191,8 @@ def test_resnapshot_signal_under_sigkill(fresh_db, tmp_path):
 
     events = h.events_of(h.read_topic(topic))
     n_events, n_aggregates = check_story(events, conn, db)      # once, 1..n, folded == the database
+    # issue 18: every event matches its schema from the mappings and the database's columns
+    assert h.validate_events(events, tmp_path / "mappings", mariadb.connection_settings()) == len(events)
     # and the state the bridge kept (re-applied by the replay in round 4) is the database's too
     state = h.comparable(h.orders_in_state(tmp_path / "state", cfg["state"]["partitions"]))
     expected_state = h.comparable(h.orders_in_db(conn, db))

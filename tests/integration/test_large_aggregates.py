@@ -38,6 +38,8 @@ def test_a_5000_line_order_on_a_1mb_topic_never_halts_the_bridge(fresh_db, tmp_p
     bridge.stop()
     events = h.events_of(h.read_topic(topic, timeout=60))
     h.check_unique_and_gapless(events)
+    # issue 18: the capped created event and the added events that follow it match their schemas
+    assert h.validate_events(events, tmp_path / "mappings", mariadb.connection_settings()) == len(events)
     mine = [e for e in events if e["aggregate_id"] == str(big)]
     assert mine[0]["event_type"] == "OrderPlaced" and len(mine[0]["data"]["lines"]) == 1000
     assert [e["event_type"] for e in mine[1:4001]] == ["OrderLineAdded"] * 4000

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from devenv import mariadb
 from devenv.monolith import MonolithWriter
 import bridge_harness as h
 
@@ -57,6 +58,8 @@ def test_orders_story_end_to_end(shop, tmp_path, monkeypatch, native):
 
     events = h.events_of(h.read_topic(topic))
     h.check_unique_and_gapless(events)
+    # issue 18: every event matches its schema from the mappings and the database's columns
+    assert h.validate_events(events, tmp_path / "mappings", mariadb.connection_settings()) == len(events)
     placed = by_type(events, "OrderPlaced")
     assert [e["aggregate_id"] for e in placed] == ["1", "2"]
     assert sorted(l["line_id"] for l in placed[0]["data"]["lines"]) == [11, 12, 13]
@@ -119,6 +122,7 @@ def test_restart_and_reapplication_publish_nothing_twice(shop, tmp_path):
     events = h.events_of(h.read_topic(topic))
     assert len(events) > len(first)
     h.check_unique_and_gapless(events)
+    assert h.validate_events(events, tmp_path / "mappings", mariadb.connection_settings()) == len(events)
     assert h.comparable(h.fold_orders(events)) == h.comparable(h.orders_in_db(conn, db))
 
 
@@ -144,6 +148,7 @@ def test_soft_deleted_order_comes_back_with_its_lines(shop, tmp_path):
     events = h.events_of(h.read_topic(topic))
     h.check_unique_and_gapless(events)
     assert [e["event_type"] for e in events] == ["OrderPlaced", "OrderDeleted", "OrderPlaced", "OrderLineChanged"]
+    assert h.validate_events(events, tmp_path / "mappings", mariadb.connection_settings()) == len(events)
     back = events[2]["data"]
     assert sorted((l["line_id"], l["quantity"]) for l in back["lines"]) == [(51, 4), (53, 1)]
     assert events[3]["data"]["line_id"] == 53 and events[3]["data"]["changes"] == {"quantity": {"from": 1, "to": 6}}

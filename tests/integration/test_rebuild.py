@@ -40,6 +40,8 @@ def test_rebuild_with_unchanged_rules_reproduces_every_event(fresh_db, tmp_path)
     rebuilt = h.events_of(rebuilt_records)
 
     assert len(rebuilt) == len(original)
+    # issue 18: the rebuilt events match their schemas from the mappings and the database's columns
+    assert h.validate_events(rebuilt, tmp_path / "mappings", mariadb.connection_settings()) == len(rebuilt)
     a, b = _comparable(original), _comparable(rebuilt)
     assert a.keys() == b.keys()
     for agg in a:

@@ -266,6 +266,11 @@ def test_handover_to_the_rebuilt_version_continues_live_exactly_once(shop, tmp_p
 
     # every event once, every aggregate's sequences 1..n in topic order, across the hand-over
     h.check_unique_and_gapless(v2)
+    # issue 18: each version's events match the schemas of its own mappings (v2: the renamed transition event,
+    # currency in the line events' order context)
+    settings = mariadb.connection_settings()
+    assert h.validate_events(v1, tmp_path / "mappings", settings) == len(v1)
+    assert h.validate_events(v2, new_maps, settings) == len(v2)
     across = {e["aggregate_id"] for e in before} & {e["aggregate_id"] for e in after}
     assert len(across) > 20, "too few aggregates with events on both sides of the hand-over"
 

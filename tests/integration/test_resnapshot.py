@@ -38,6 +38,8 @@ def test_a_cascade_repaired_by_a_live_resnapshot_publishes_only_the_differences(
 
     events = h.events_of(h.read_topic(topic))
     h.check_unique_and_gapless(events)
+    # issue 18: the re-snapshot's events (and the rest) match their schemas from the mappings and the columns
+    assert h.validate_events(events, tmp_path / "mappings", mariadb.connection_settings()) == len(events)
     after = [e for e in events if e["aggregate_id"] == "2000"]
     assert [e["event_type"] for e in after] == ["OrderPlaced"] + ["OrderLineAdded"] * 3   # only the differences
     assert not [e for e in events if e["aggregate_id"] == "99999"]                       # unknown id: nothing

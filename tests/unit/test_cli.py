@@ -98,3 +98,45 @@ def test_schemas_command_writes_and_guards(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "BREAKING: 1 change(s)" in text and "Order data.currency: field removed or renamed" in text
     assert cli.main(["schemas", "--mappings", str(EXAMPLES)]) == 64
+
+
+def test_schemas_guard_compares_live_with_live_and_offline_with_offline(tmp_path, monkeypatch, capsys):
+    """An offline OLD checked with --config: compared offline (no "type narrowed" for every auto field, exit 0);
+    a live OLD checked without a connection (the documented CI step): a WARNING that auto fields were not
+    compared and to pass --config, not silence; a live OLD with --config: live, a narrowed column exits 4."""
+    import cdc_bridge.contracts as contracts
+    from cdc_bridge.contracts.event_schemas import Column
+
+    columns = {"shop.orders": {"id": Column("bigint", "bigint(20)", False),
+                               "customer_id": Column("bigint", "bigint(20)", False),
+                               "status": Column("enum", "enum('pending','paid')", False),
+                               "currency": Column("char", "char(3)", False),
+                               "created_at": Column("datetime", "datetime(6)", False)},
+               "shop.order_lines": {"id": Column("bigint", "bigint(20)", False),
+                                    "sku": Column("varchar", "varchar(40)", False)}}
+    monkeypatch.setattr(contracts, "load_columns", lambda conn, mappings: columns)
+    cfg = _config(tmp_path)
+    off, live = tmp_path / "off", tmp_path / "live"
+    assert cli.main(["schemas", "--mappings", str(EXAMPLES), "--out", str(off)]) == 0
+    assert cli.main(["schemas", "--config", cfg, "--out", str(live)]) == 0
+    capsys.readouterr()
+
+    assert cli.main(["schemas", "--config", cfg, "--check-against", str(off)]) == 0
+    out = capsys.readouterr().out
+    assert "type narrowed" not in out and "was written offline" in out and "(offline schemas compared)" in out
+
+    for argv in (["schemas", "--mappings", str(EXAMPLES), "--check-against", str(live)],
+                 ["schemas", "--config", cfg, "--offline", "--check-against", str(live)],
+                 ["check", "--mappings", str(EXAMPLES), "--schemas", str(live)]):
+        assert cli.main(argv) == 0, argv
+        out = capsys.readouterr().out
+        warning = [line for line in out.splitlines() if line.startswith("WARNING: ")]
+        assert warning and "`auto` fields are not compared" in warning[0] and "--config" in warning[0], (argv, out)
+        assert "  Order data.status: typed in the old set, any JSON value now" in out, out
+
+    assert cli.main(["schemas", "--config", cfg, "--check-against", str(live)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING" not in out and "(live schemas compared)" in out
+    columns["shop.orders"]["status"] = Column("enum", "enum('pending')", False)   # 'paid' dropped from the ENUM
+    assert cli.main(["schemas", "--config", cfg, "--check-against", str(live)]) == 4
+    assert "Order data.status: values ['paid'] removed" in capsys.readouterr().out
