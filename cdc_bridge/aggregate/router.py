@@ -50,8 +50,17 @@ def to_positive(n: int) -> int:
 
 
 @lru_cache(maxsize=65536)
-def _partition_cached(key: str, partitions: int) -> int:
+def _partition_py(key: str, partitions: int) -> int:
     return to_positive(murmur2(key.encode("utf-8"))) % partitions
+
+
+try:   # the compiled murmur2 (native/, built with the compiled apply): ~0.1 us against 1.2 in Python per key
+    from cdc_bridge._native import partition_of as _partition_native
+except ImportError:   # not built, or a build from before it: the Python one, cached per key
+    _partition_native = None
+
+_partition_cached = _partition_native or _partition_py
+"""partition_for without its check of `partitions` (the hot paths, which checked it once)."""
 
 
 def partition_for(key: str, partitions: int) -> int:

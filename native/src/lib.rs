@@ -259,6 +259,43 @@ fn _has_digit_run(raw: &[u8], n: usize) -> bool {
     n > 0 && json::has_digit_run(raw, n)
 }
 
+/// Kafka's `Utils.murmur2` (MurmurHash2, seed 0x9747b28c) as an unsigned 32-bit value;
+/// aggregate/router.py's murmur2 is the reference (tests compare them).
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = SEED ^ (data.len() as u32);
+    let chunks = data.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    if !rest.is_empty() {
+        if rest.len() == 3 {
+            h ^= (rest[2] as u32) << 16;
+        }
+        if rest.len() >= 2 {
+            h ^= (rest[1] as u32) << 8;
+        }
+        h ^= rest[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+/// toPositive(murmur2(key as UTF-8)) % partitions: the partition Kafka's default partitioner picks
+/// (aggregate/router.py partition_for; the caller checks partitions >= 1).
+#[pyfunction]
+fn partition_of(key: &str, partitions: u32) -> u32 {
+    (murmur2(key.as_bytes()) & 0x7fff_ffff) % partitions
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // the spec format decide::Spec::from_dict reads (aggregate/native.py refuses a stale build)
@@ -269,6 +306,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_reencode, m)?)?;
     m.add_function(wrap_pyfunction!(_loads, m)?)?;
     m.add_function(wrap_pyfunction!(_has_digit_run, m)?)?;
+    m.add_function(wrap_pyfunction!(partition_of, m)?)?;
     Ok(())
 }
 

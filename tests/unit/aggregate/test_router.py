@@ -138,3 +138,18 @@ def test_agrees_with_a_librdkafka_producer_on_a_mock_cluster() -> None:
     assert len(got) == len(keys)
     mismatches = [k for k in keys if got[k.encode()] != partition_for(k, partitions)]
     assert mismatches == []
+
+
+def test_the_compiled_partitioner_agrees_with_the_python_one():
+    """The hot paths use the compiled murmur2 when native/ is built; router.py's stays the reference."""
+    from cdc_bridge.aggregate import router
+
+    native = pytest.importorskip("cdc_bridge._native").partition_of
+    assert router._partition_cached is native
+    rng = random.Random(7)
+    alphabet = string.printable + "äöüßЖ中文🙂"
+    keys = list(KAFKA_VECTORS) + list(LIBRDKAFKA_VECTORS) + [""]
+    keys += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(20_000)]
+    for key in keys:
+        for partitions in (1, 2, 3, 16, 100, 2**31 - 1):
+            assert native(key, partitions) == to_positive(murmur2(key.encode())) % partitions, (key, partitions)
