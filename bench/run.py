@@ -305,13 +305,21 @@ def verify(variant: Variant, conn_settings: dict, expected_events: int) -> dict[
         extra = sorted(set(got) - set(want))[:5]
         differ = [a for a in sorted(set(got) & set(want)) if got[a] != want[a]][:5]
         say(f"  VERIFY FAILED: missing {missing} extra {extra} differ {differ}")
-    # issue 18: every event matches the JSON Schema `cdc-bridge schemas` derives (live column types)
-    from tests.integration.bridge_harness import validate_events
+    seconds = time.perf_counter() - t0
+    # issue 18: every event matches the JSON Schema `cdc-bridge schemas` derives (live column types); a
+    # mismatch is reported (the first few), not raised: the rest of the report still comes out
+    from tests.integration.bridge_harness import schema_errors
 
-    valid = validate_events(events, Path(variant.config["mappings_dir"]), {**conn_settings}) == len(events)
+    t1 = time.perf_counter()
+    errors = schema_errors(events, Path(variant.config["mappings_dir"]), {**conn_settings})
+    for line in errors[:5]:
+        say(f"  SCHEMA MISMATCH: {line}")
+    if len(errors) > 5:
+        say(f"  ... and {len(errors) - 5} more events that do not match their schema")
     return {"events_read": len(events), "events_expected": expected_events, "aggregates": len(per_agg),
-            "unique_and_gapless": True, "matches_database": same, "match_their_schemas": valid,
-            "ok": same and valid and len(events) == expected_events, "seconds": round(time.perf_counter() - t0, 1)}
+            "unique_and_gapless": True, "matches_database": same, "match_their_schemas": not errors,
+            "schema_mismatches": len(errors), "ok": same and not errors and len(events) == expected_events,
+            "seconds": round(seconds, 1), "schema_seconds": round(time.perf_counter() - t1, 1)}
 
 
 def percentiles(values: list[float]) -> dict[str, Any]:
