@@ -22,6 +22,7 @@ from typing import Any, Iterable
 from cdc_bridge.aggregate.declarative import DeclarativeDecider
 from cdc_bridge.mapping.loader import MappingSet
 from cdc_bridge.mapping.schema import AggregateMapping, TableMapping
+from cdc_bridge.source.snapshot import enum_members as _enum_members
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 ANY: dict[str, Any] = {}
@@ -95,20 +96,9 @@ def column_schema(col: Column) -> dict[str, Any]:
     return nullable(s) if col.nullable or dt in ("date", "datetime", "timestamp") else s
 
 
-_MEMBER = re.compile(r"'((?:[^'\\]|''|\\.)*)'", re.DOTALL)
-_ESCAPE = re.compile(r"''|\\(.)", re.DOTALL)
-_ESCAPED = {"0": "\0", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a", "b": "\b"}
-
-
 def enum_members(column_type: str) -> list[str]:
-    """information_schema COLUMN_TYPE "enum('a','it''s','back\\\\slash')" -> ['a', "it's", 'back\\slash']: the
-    server writes the members as SQL string literals (a quote doubled, a backslash escaped)."""
-    inner = column_type[column_type.find("(") + 1:column_type.rfind(")")]
-
-    def unescape(m: re.Match) -> str:
-        return "'" if m.group(1) is None else _ESCAPED.get(m.group(1), m.group(1))
-
-    return [_ESCAPE.sub(unescape, m.group(1)) for m in _MEMBER.finditer(inner)]
+    """The members of an ENUM/SET COLUMN_TYPE, unescaped (source/snapshot.py's parser: one for both)."""
+    return list(_enum_members(column_type))
 
 
 _TYPED = {

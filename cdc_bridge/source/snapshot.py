@@ -103,13 +103,20 @@ _ZERO_CAPABLE = frozenset({"date", "datetime", "timestamp", "year"})
 _KEY_TYPES = (_INT_TYPES | {"decimal", "double", "char", "varchar", "binary", "varbinary", "date", "datetime",
                             "timestamp", "time", "year", "bit", "uuid", "inet4", "inet6"})
 
-_MEMBER = re.compile(r"'((?:[^']|'')*)'")
+_MEMBER = re.compile(r"'((?:[^'\\]|''|\\.)*)'", re.DOTALL)
+_ESCAPE = re.compile(r"''|\\(.)", re.DOTALL)
+_ESCAPED = {"0": "\0", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a", "b": "\b"}
 
 
 def enum_members(column_type: str) -> tuple[str, ...]:
-    """information_schema COLUMN_TYPE "set('a','b''c')" -> ('a', "b'c")."""
+    """information_schema COLUMN_TYPE "set('a','it''s','back\\\\slash')" -> ('a', "it's", 'back\\slash'): the
+    server writes the members as SQL string literals (a quote doubled, a backslash escaped)."""
     inner = column_type[column_type.find("(") + 1:column_type.rfind(")")]
-    return tuple(m.group(1).replace("''", "'") for m in _MEMBER.finditer(inner))
+
+    def unescape(m: re.Match) -> str:
+        return "'" if m.group(1) is None else _ESCAPED.get(m.group(1), m.group(1))
+
+    return tuple(_ESCAPE.sub(unescape, m.group(1)) for m in _MEMBER.finditer(inner))
 
 
 def _charset_codec(charset: str | None) -> str | None:

@@ -145,6 +145,8 @@ def test_enum_and_set():
     assert norm("set", b"", **s) == []
     assert norm("set", {"c", "a"}, **s) == ["a", "c"]  # a Python set: definition order
     assert enum_members("set('a','it''s','x,y')") == ("a", "it's", "x,y")
+    # the server escapes a backslash in COLUMN_TYPE too: 'a\\b' is the member a\b
+    assert enum_members("set('a\\\\b','c\\'d','e')") == ("a\\b", "c'd", "e")
 
 
 def test_json():
