@@ -98,6 +98,44 @@ class _DirectRows:
 
 _DIRECT = _DirectRows()
 
+# the other events of every transaction, read from the raw packet too (MariaDB): XID (the commit),
+# GTID (the start); ANNOTATE_ROWS (the statement, written before each one's rows) is not among the
+# events the library hands us (only_events): it is skipped, as the library would
+XID_EVENT, MARIADB_ANNOTATE_ROWS_EVENT, MARIADB_GTID_EVENT = 16, 160, 162
+_MARIADB_GTID = struct.Struct("<QIB")   # seq_no, domain_id, flags (what MariadbGtidEvent reads)
+
+
+class _DirectXid:
+    """An XID event read from its raw packet: what _stream reads of an XidEvent."""
+
+    __slots__ = ("timestamp", "log_pos")
+
+    def __init__(self, timestamp: int, log_pos: int) -> None:
+        self.timestamp = timestamp
+        self.log_pos = log_pos
+
+
+class _DirectMariadbGtid:
+    """A MariaDB GTID event read from its raw packet: what _stream reads of a MariadbGtidEvent."""
+
+    __slots__ = ("gtid", "flags")
+
+    def __init__(self, gtid: str, flags: int) -> None:
+        self.gtid = gtid
+        self.flags = flags
+
+
+def _direct_event(data: bytes, etype: int) -> _DirectXid | _DirectMariadbGtid | None:
+    """An XID or MariaDB GTID event from its raw packet (the OK byte, the header, the body); None for a
+    packet too short to hold it (the library then reads it, and says what is wrong)."""
+    if len(data) < 20 + (_MARIADB_GTID.size if etype == MARIADB_GTID_EVENT else 0):
+        return None
+    ts, server_id, _, log_pos = _HEADER.unpack_from(data, 1)
+    if etype == XID_EVENT:
+        return _DirectXid(ts, log_pos)
+    seq_no, domain_id, flags = _MARIADB_GTID.unpack_from(data, 20)
+    return _DirectMariadbGtid(f"{domain_id}-{server_id}-{seq_no}", flags)
+
 _DDL = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(ALTER|CREATE|DROP|RENAME|TRUNCATE)\b", re.IGNORECASE | re.DOTALL)
 _DML = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(INSERT|UPDATE|DELETE|REPLACE|LOAD)\b", re.IGNORECASE | re.DOTALL)
 _BEGIN, _COMMIT, _ROLLBACK, _DDL_STATEMENT, _OTHER = "begin", "commit", "rollback", "ddl", "other"
@@ -526,6 +564,10 @@ class BinlogSource:
                         if etype == TABLE_MAP_EVENT:
                             continue  # the library would skip it too (freeze_schema)
                         ev = _DIRECT
+                elif etype == XID_EVENT or etype == MARIADB_GTID_EVENT:
+                    ev = _direct_event(data, etype)
+                elif etype == MARIADB_ANNOTATE_ROWS_EVENT:
+                    continue
                 if ev is None:
                     self._stream_conn.unread(pkt)  # type: ignore[union-attr]
             if ev is None:
@@ -560,14 +602,16 @@ class BinlogSource:
                             row_events = []
                         ts, server_id, size, log_pos = header
                         row_events.append((n0, len(changes), shape, log_pos - size, ts, server_id))
+            elif cls is _DirectXid:
+                end_pos = ev.log_pos
             elif cls is XidEvent:
                 end_pos = ev.packet.log_pos
-            elif cls is MariadbGtidEvent or cls is GtidEvent:
+            elif cls is _DirectMariadbGtid or cls is MariadbGtidEvent or cls is GtidEvent:
                 if changes:
                     log.warning("binlog transaction without commit discarded", gtid=txn_gtid, changes=len(changes))
                 changes, txn_gtid = [], ev.gtid
                 row_events, txn_thread = None, None
-                begun = cls is MariadbGtidEvent and not ev.flags & FL_STANDALONE
+                begun = cls is not GtidEvent and not ev.flags & FL_STANDALONE
             elif cls is QueryEvent:
                 kind = _query_kind(ev.query)
                 if kind is _BEGIN:

@@ -132,3 +132,38 @@ def test_rows_of_a_table_without_decoder_are_skipped():
     data = row_packet(23, 2, [narrow_image(1, "a")], v2=False, checksum=True)
     changes: list = []
     assert source_with(None)._direct_rows(data, 23, None, len(data) - 4, changes) == TID and changes == []
+
+
+def other_packet(etype: int, body: bytes, *, checksum: bool, ts: int = 1_700_000_321, server_id: int = 9,
+                 log_pos: int = 777) -> bytes:
+    size = 19 + len(body) + (4 if checksum else 0)
+    event = struct.pack("<IBIIIH", ts, etype, server_id, size, log_pos, 0) + body
+    return b"\x00" + event + (zlib.crc32(event).to_bytes(4, "little") if checksum else b"")
+
+
+def library_other(data: bytes, checksum: bool, allowed: set):
+    ctl = SimpleNamespace(charset="utf8", _get_dbms=lambda: "mariadb")
+    wrapper = BinLogPacketWrapper(MysqlPacket(data, "utf8"), {}, ctl, (10, 11, 0), checksum, allowed,
+                                  None, None, None, None, True, False, False, False, False)
+    assert wrapper.event is not None
+    return wrapper.event
+
+
+@pytest.mark.parametrize("checksum", [True, False], ids=["crc32", "no checksum"])
+def test_xid_and_mariadb_gtid_events_equal_the_library_path(checksum):
+    from pymysqlreplication.event import MariadbGtidEvent, XidEvent
+
+    from cdc_bridge.source.binlog import MARIADB_GTID_EVENT, XID_EVENT, _direct_event
+
+    xid = other_packet(XID_EVENT, struct.pack("<Q", 123456789), checksum=checksum)
+    lib = library_other(xid, checksum, {XidEvent})
+    got = _direct_event(xid, XID_EVENT)
+    assert (got.timestamp, got.log_pos) == (lib.timestamp, lib.packet.log_pos) == (1_700_000_321, 777)
+    # seq_no, domain_id, flags (+ a commit id when FL_GROUP_COMMIT_ID (2) is set, as the server writes it)
+    for seq_no, domain, flags, tail in [(42, 0, 0, b""), (2**63 + 5, 4_000_000_000, 3, b"\x07" * 8 + b"\0" * 6),
+                                        (1, 7, 1, b"\0" * 6)]:
+        gtid = other_packet(MARIADB_GTID_EVENT, struct.pack("<QIB", seq_no, domain, flags) + tail, checksum=checksum)
+        lib = library_other(gtid, checksum, {MariadbGtidEvent})
+        got = _direct_event(gtid, MARIADB_GTID_EVENT)
+        assert (got.gtid, got.flags) == (lib.gtid, lib.flags) == (f"{domain}-9-{seq_no}", flags)
+    assert _direct_event(other_packet(MARIADB_GTID_EVENT, b"\x01\x02", checksum=False), MARIADB_GTID_EVENT) is None
