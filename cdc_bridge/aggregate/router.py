@@ -59,7 +59,7 @@ try:   # the compiled murmur2 (native/, built with the compiled apply): ~0.1 us 
 except ImportError:   # not built, or a build from before it: the Python one, cached per key
     _partition_native = None
 
-_partition_cached = _partition_native or _partition_py
+_partition_of = _partition_native or _partition_py
 """partition_for without its check of `partitions` (the hot paths, which checked it once)."""
 
 
@@ -67,4 +67,4 @@ def partition_for(key: str, partitions: int) -> int:
     """The partition of `key` (UTF-8 encoded) among `partitions`, as Kafka's default partitioner picks it."""
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
-    return _partition_cached(key, partitions)
+    return _partition_of(key, partitions)

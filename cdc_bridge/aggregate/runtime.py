@@ -37,7 +37,7 @@ from cdc_bridge.aggregate.decider import HELD, Decider, held_entries, load_decid
 from cdc_bridge.aggregate.event import TOMBSTONE_HEADER, DomainEvent, rfc3339
 from cdc_bridge.aggregate.exceptions import DeciderError, UnknownAggregateError
 from cdc_bridge.aggregate.native import core_for
-from cdc_bridge.aggregate.router import _partition_cached, partition_for
+from cdc_bridge.aggregate.router import _partition_of, partition_for
 from cdc_bridge.jsoncodec import dumps
 from cdc_bridge.mapping.command import Command, DeadLetter
 from cdc_bridge.mapping.translate import command_to_wire, commands_from_wire
@@ -166,7 +166,7 @@ class AggregateRuntime:
 
         grown: set[int] = set()
         n_partitions = self.partitions   # >= 1 (the store checked it): partition_for's check skipped
-        partition_of = _partition_cached
+        partition_of = _partition_of
         get = self.store.get
         order_key = txn.position.order_key
         encoded: _TxnEncoding | None = None   # built at the first group the compiled core applies

@@ -155,9 +155,8 @@ def load_change_columns(conn_settings: dict[str, Any], tables: frozenset[str]
     information_schema the way the snapshot reads them (so the kinds are the ones the records are encoded by)."""
     import pymysql
 
-    from cdc_bridge.contracts.event_schemas import mariadb_json_columns
     from cdc_bridge.ingest.debezium_types import kind_of
-    from cdc_bridge.source.snapshot import SnapshotColumn
+    from cdc_bridge.source.snapshot import SnapshotColumn, mariadb_json_columns
 
     conn = pymysql.connect(connect_timeout=5, charset="utf8mb4", cursorclass=pymysql.cursors.DictCursor,
                            **conn_settings)

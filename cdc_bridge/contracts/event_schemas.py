@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from cdc_bridge.aggregate.declarative import DeclarativeDecider
 from cdc_bridge.mapping.loader import MappingSet
 from cdc_bridge.mapping.schema import AggregateMapping, TableMapping
-from cdc_bridge.source.snapshot import enum_members as _enum_members
+from cdc_bridge.source.snapshot import enum_members as _enum_members, is_json_text, mariadb_json_columns
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 ANY: dict[str, Any] = {}
@@ -30,7 +30,6 @@ DECIMAL = {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}
 
 _INTS = {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year", "bit"}
 _TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "time", "uuid", "inet4", "inet6"}
-_LOB_TEXT = {"tinytext", "text", "mediumtext", "longtext"}
 _BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point", "linestring",
            "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
 
@@ -249,34 +248,3 @@ def load_columns(conn_settings: dict[str, Any], mappings: MappingSet) -> dict[st
         return out
     finally:
         conn.close()
-
-
-def mariadb_json_columns(conn: Any, tables: Iterable[str]) -> dict[str, set[str]]:
-    """MariaDB's JSON columns of `tables` (schema.table), as schema.table -> column names. MariaDB's JSON is a
-    LONGTEXT with CHECK (json_valid(col)), and the source decodes such a column as the parsed document
-    (docs/types.md); information_schema only says longtext. Empty on MySQL, whose JSON is a type of its own.
-    The event schemas and the change stream's schemas both ask this (conn: an open pymysql connection)."""
-    import pymysql
-
-    from cdc_bridge.source.values import json_checked_columns
-
-    wanted = set(tables)
-    schemas = sorted({t.split(".", 1)[0] for t in wanted})
-    if not schemas:
-        return {}
-    with conn.cursor(pymysql.cursors.Cursor) as cur:
-        cur.execute("SELECT VERSION()")
-        if "mariadb" not in str(cur.fetchone()[0]).lower():
-            return {}
-        cur.execute("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                    f"WHERE CONSTRAINT_SCHEMA IN ({', '.join(['%s'] * len(schemas))})", schemas)
-        clauses: dict[str, list[str]] = {}
-        for s, t, clause in cur.fetchall():
-            if f"{s}.{t}" in wanted:
-                clauses.setdefault(f"{s}.{t}", []).append(str(clause))
-    return {t: cols for t, c in clauses.items() if (cols := json_checked_columns(c))}
-
-
-def is_json_text(data_type: str, name: str, json_columns: Iterable[str]) -> bool:
-    """A text column that holds MariaDB's JSON (see mariadb_json_columns), as the snapshot decides it too."""
-    return data_type in _LOB_TEXT and name in json_columns

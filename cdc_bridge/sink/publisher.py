@@ -550,7 +550,6 @@ class TransactionalPublisher:
             old.purge()
         except Exception as exc:   # a fatal producer may refuse; it is dropped either way
             log.debug("purge of the replaced producer failed", error=repr(exc))
-        del old
         self.producers_replaced += 1
         self.start()
 

@@ -54,7 +54,7 @@ import re
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import pymysql
 import structlog
@@ -119,6 +119,35 @@ def enum_members(column_type: str) -> tuple[str, ...]:
     return tuple(_ESCAPE.sub(unescape, m.group(1)) for m in _MEMBER.finditer(inner))
 
 
+def mariadb_json_columns(conn: Any, tables: Iterable[str]) -> dict[str, set[str]]:
+    """MariaDB's JSON columns of `tables` (schema.table), as schema.table -> column names. MariaDB's JSON is a
+    LONGTEXT with CHECK (json_valid(col)), and the source decodes such a column as the parsed document
+    (docs/types.md); information_schema only says longtext. Empty on MySQL, whose JSON is a type of its own.
+    The event schemas and the change stream's schemas both ask this (conn: an open pymysql connection)."""
+    import pymysql
+
+    wanted = set(tables)
+    schemas = sorted({t.split(".", 1)[0] for t in wanted})
+    if not schemas:
+        return {}
+    with conn.cursor(pymysql.cursors.Cursor) as cur:
+        cur.execute("SELECT VERSION()")
+        if "mariadb" not in str(cur.fetchone()[0]).lower():
+            return {}
+        cur.execute("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                    f"WHERE CONSTRAINT_SCHEMA IN ({', '.join(['%s'] * len(schemas))})", schemas)
+        clauses: dict[str, list[str]] = {}
+        for s, t, clause in cur.fetchall():
+            if f"{s}.{t}" in wanted:
+                clauses.setdefault(f"{s}.{t}", []).append(str(clause))
+    return {t: cols for t, c in clauses.items() if (cols := json_checked_columns(c))}
+
+
+def is_json_text(data_type: str, name: str, json_columns: Iterable[str]) -> bool:
+    """A text column that holds MariaDB's JSON (see mariadb_json_columns): the snapshot and the contracts ask this."""
+    return data_type in _LOB_TEXT_TYPES and name in json_columns
+
+
 def _charset_codec(charset: str | None) -> str | None:
     """The Python codec the binlog decoder uses for a column of this charset (same chain:
     pymysqlreplication's Charset.encoding, then values.python_codec); None = binary."""
@@ -165,7 +194,7 @@ class SnapshotColumn:
             fsp=int(row.get("DATETIME_PRECISION") or 0),
             octet_length=int(row.get("CHARACTER_OCTET_LENGTH") or 0),
             charset=row.get("CHARACTER_SET_NAME"),
-            is_json_text=name in json_columns and data_type in _LOB_TEXT_TYPES,
+            is_json_text=is_json_text(data_type, name, json_columns),
         )
 
     @property
