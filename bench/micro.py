@@ -110,6 +110,12 @@ def replay(args: argparse.Namespace) -> None:
         # the commands' wire form end to end (the reader translates into it, the runtime applies it); a
         # --code tree from before it: Commands built from the wire, as ProcessSource then did
         wired = hasattr(applier, "apply_wire")
+        try:   # the packed hand-off (mapping/packed.py), as the pipeline asks the reader for it
+            from cdc_bridge.mapping.packed import PackedCommands, pack, packing_wanted
+            packing = packing_wanted()
+        except ImportError:
+            packing = False
+        print(f"hand-off: {'packed' if packing else 'wire tuples' if wired else 'Commands'}")
         dumps, loads, proto = pickle.dumps, pickle.loads, pickle.HIGHEST_PROTOCOL
         pc = time.thread_time   # CPU time of this thread: robust to other load on the machine
         events = dead = 0
@@ -142,16 +148,24 @@ def replay(args: argparse.Namespace) -> None:
                     else:
                         commands, dl = mappings.translate(txn)
                         wire = [command_to_wire(c) for c in commands]
-                    msgs.append(dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(), wire, dl), proto))
+                    packed = pack(wire) if packing else None
+                    if packed is not None:
+                        msgs.append(dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(), None, dl,
+                                           packed.to_tuple()), proto))
+                    else:
+                        msgs.append(dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(), wire, dl,
+                                           None), proto))
                 t1 = pc()
                 best["translate"] = min(best["translate"], t1 - t0)
                 # main: unpickle, commands from wire (ProcessSource.transactions)
                 t0 = pc()
                 translated = []
                 for raw in msgs:
-                    gtid, commit_ts, position, row_counts, wire, dl = loads(raw)
+                    gtid, commit_ts, position, row_counts, wire, dl, packed = loads(raw)
                     txn = SourceTransaction(gtid, commit_ts, position, row_counts=row_counts, dead_letters=dl)
-                    if wired:
+                    if packed is not None:
+                        txn.packed = PackedCommands(*packed)
+                    elif wired:
                         txn.wire = wire
                     else:
                         txn.commands = commands_from_wire(wire, position, txn.txn_id, commit_ts)
@@ -161,7 +175,10 @@ def replay(args: argparse.Namespace) -> None:
                 evs, dls = [], []
                 t0 = pc()
                 for txn in translated:
-                    res = applier.apply_wire(txn, txn.wire) if wired else applier.apply(txn, txn.commands)
+                    if txn.packed is not None:
+                        res = applier.apply_packed(txn, txn.packed)
+                    else:
+                        res = applier.apply_wire(txn, txn.wire) if wired else applier.apply(txn, txn.commands)
                     evs.extend(res.events)
                     dls.extend(txn.dead_letters)
                     dls.extend(res.dead_letters)

@@ -234,7 +234,7 @@ def throughput(variant: Variant, work: Path, start: SourcePosition, end: SourceP
         threads0, machine0 = thread_cpu(child.proc.pid), machine_cpu_seconds()
         if sample_to is not None:
             spy = subprocess.Popen([str(PY_SPY), "record", "--pid", str(child.proc.pid), "--rate", "250",
-                                    "--format", "raw", "--nonblocking", "--idle", "-o", str(sample_to)],
+                                    "--format", "raw", "--nonblocking", *os.environ.get("SPY_ARGS", "--idle").split(), "-o", str(sample_to)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t_end = child.until(end)
         threads1, machine1 = thread_cpu(child.proc.pid), machine_cpu_seconds()

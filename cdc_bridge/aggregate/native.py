@@ -221,6 +221,18 @@ class NativeCore:
             return self.reference.apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence,
                                              schema_version, occurred_at, source_tail)
 
+    def apply_packed(self, state_json: bytes | None, packed: bytes, aggregate_id: str, commit_ts: float,
+                     txn_id: str, position: dict[str, Any] | None, sequence: int, schema_version: int,
+                     occurred_at: str, source_tail: bytes) -> tuple[bytes, int, list[Event], list[Rejection], list[Held]]:
+        """apply_wire() of the commands in their packed form (mapping/packed.py)."""
+        try:
+            return self.core.apply_packed(state_json, packed, aggregate_id, commit_ts, txn_id, position, sequence,
+                                          schema_version, occurred_at, source_tail)
+        except Unsupported:
+            self.fallbacks += 1
+            return self.reference.apply_wire(state_json, _native.unpack_wire(packed), aggregate_id, commit_ts, txn_id,
+                                             position, sequence, schema_version, occurred_at, source_tail)
+
     def envelope(self, event_type: str, aggregate: str, aggregate_id: str, sequence: int, schema_version: int,
                  occurred_at: str, source_json: bytes, data_json: bytes) -> bytes:
         try:

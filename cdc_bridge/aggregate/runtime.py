@@ -40,6 +40,7 @@ from cdc_bridge.aggregate.native import core_for
 from cdc_bridge.aggregate.router import _partition_of, partition_for
 from cdc_bridge.jsoncodec import dumps
 from cdc_bridge.mapping.command import Command, DeadLetter
+from cdc_bridge.mapping.packed import unpack_wire
 from cdc_bridge.mapping.translate import command_to_wire, commands_from_wire
 from cdc_bridge.mapping.schema import AggregateMapping
 from cdc_bridge.source.position import SourcePosition
@@ -195,6 +196,43 @@ class AggregateRuntime:
             result.dead_letters.extend(self._expire_over_count(partition))
         return result
 
+    def apply_packed(self, groups: list[tuple[str, str, int, bytes]], txn: TxnInfo,
+                     partitions: Collection[int] | None = None) -> ApplyResult:
+        """apply_wire() of commands in their packed form (mapping/packed.py PackedCommands.groups: per
+        aggregate instance, in the order apply_wire would group them). A declarative aggregate's compiled
+        core reads the bytes; a Python decider gets the tuples back. Same result as apply_wire."""
+        result = ApplyResult()
+        result.dead_letters.extend(self.expire_held(txn.commit_ts, partitions))
+        grown: set[int] = set()
+        n_partitions = self.partitions
+        partition_of = _partition_of
+        get = self.store.get
+        order_key = txn.position.order_key
+        encoded: _TxnEncoding | None = None
+        for aggregate, aggregate_id, n, packed in groups:
+            decider = self._decider(aggregate)
+            partition = partition_of(aggregate_id, n_partitions)
+            record = get(partition, aggregate, aggregate_id)
+            if record is not None and record.last_position is not None and order_key <= record.last_position.order_key:
+                result.skipped += n   # already applied to this instance
+                continue
+            core = self._core(aggregate, decider)
+            if core is not None:
+                if encoded is None:
+                    encoded = _TxnEncoding(txn)
+                grew = self._apply_group_wire(core, partition, record, None, txn, result, encoded,
+                                              aggregate, aggregate_id, packed)
+            else:
+                grew = self._apply_group(decider, partition,
+                                         record or AggregateRecord(aggregate, aggregate_id, decider.initial_state()),
+                                         commands_from_wire(unpack_wire(packed), txn.position, txn.txn_id,
+                                                            txn.commit_ts), txn, result)
+            if grew:
+                grown.add(partition)
+        for partition in sorted(grown):
+            result.dead_letters.extend(self._expire_over_count(partition))
+        return result
+
     def _apply_mixed(self, commands: list[Command], txn: TxnInfo, partitions: Collection[int] | None) -> ApplyResult:
         """apply() of commands that do not all carry the transaction's position, txn_id and commit_ts (made
         by hand): each is skipped or applied by its own position, by the deciders in Python."""
@@ -316,19 +354,27 @@ class AggregateRuntime:
             log.info("apply path", aggregate=aggregate, compiled=got[1] is not None)
         return got[1]
 
-    def _apply_group_wire(self, core: Any, partition: int, record: AggregateRecord | None, wire: list[tuple],
-                          txn: TxnInfo, result: ApplyResult, encoded: "_TxnEncoding") -> bool:
+    def _apply_group_wire(self, core: Any, partition: int, record: AggregateRecord | None, wire: list[tuple] | None,
+                          txn: TxnInfo, result: ApplyResult, encoded: "_TxnEncoding", aggregate: str = "",
+                          aggregate_id: str = "", packed: bytes | None = None) -> bool:
         """_apply_group through the compiled core: the state stays JSON from LMDB to LMDB, the events come
         out numbered, with their record values. Same events, state and dead letters as the Python path
-        (tests/unit/aggregate/test_native_core.py)."""
-        w0 = wire[0]
-        aggregate, aggregate_id = w0[1], w0[2]
+        (tests/unit/aggregate/test_native_core.py). The commands: `wire`, or `packed` (of aggregate,
+        aggregate_id: mapping/packed.py)."""
+        if wire is not None:
+            w0 = wire[0]
+            aggregate, aggregate_id = w0[1], w0[2]
         sequence = record.sequence if record is not None else 0
         version = self.schema_versions[aggregate]
         try:
-            state_json, last, drafted, rejections, held = core.apply_wire(
-                record.state_json if record is not None else None, wire, aggregate_id, txn.commit_ts, encoded.txn_id,
-                encoded.position, sequence, version, encoded.occurred_at, encoded.source_tail)
+            if packed is not None:
+                state_json, last, drafted, rejections, held = core.apply_packed(
+                    record.state_json if record is not None else None, packed, aggregate_id, txn.commit_ts,
+                    encoded.txn_id, encoded.position, sequence, version, encoded.occurred_at, encoded.source_tail)
+            else:
+                state_json, last, drafted, rejections, held = core.apply_wire(
+                    record.state_json if record is not None else None, wire, aggregate_id, txn.commit_ts,
+                    encoded.txn_id, encoded.position, sequence, version, encoded.occurred_at, encoded.source_tail)
         except Exception as e:
             raise DeciderError(
                 f"compiled declarative apply failed on {aggregate} {aggregate_id} in source transaction "
@@ -343,7 +389,8 @@ class AggregateRuntime:
                 event_type, aggregate, aggregate_id, sequence, version, commit_ts, encoded.source(table),
                 None, topic, {TOMBSTONE_HEADER: "1"} if tombstone else {}, value, data_json))
         if rejections:
-            cmds = commands_from_wire(wire, txn.position, encoded.txn_id, commit_ts)
+            cmds = commands_from_wire(wire if wire is not None else unpack_wire(packed), txn.position, encoded.txn_id,
+                                      commit_ts)
             result.dead_letters.extend(reject(cmds[i], reason, detail) for i, reason, detail in rejections)
         grew = False
         held_since = None

@@ -23,6 +23,7 @@ from cdc_bridge.aggregate.router import partition_for
 from cdc_bridge.aggregate.runtime import AggregateRuntime, ApplyResult, TxnInfo
 from cdc_bridge.mapping.command import Command, DeadLetter
 from cdc_bridge.mapping.loader import MappingSet
+from cdc_bridge.mapping.packed import PackedCommands
 from cdc_bridge.mapping.translate import commands_from_wire
 from cdc_bridge.mapping.lookups import GONE, LOOKUP_AGGREGATE, lookup_specs, record_aggregate
 from cdc_bridge.state.record import AggregateRecord
@@ -64,6 +65,14 @@ class TransactionApplier:
             return self.apply(txn, commands_from_wire(wire, txn.position, txn.txn_id, txn.commit_ts),
                               full_image=full_image, partitions=partitions)
         return self.runtime.apply_wire(wire, txn, partitions)
+
+    def apply_packed(self, txn: TxnInfo, packed: PackedCommands, *, full_image: bool = False,
+                     partitions: Collection[int] | None = None) -> ApplyResult:
+        """apply_wire() of the commands in their packed form (mapping/packed.py): straight to the runtime
+        unless something here needs the tuples."""
+        if full_image or self._lookups or self._references:
+            return self.apply_wire(txn, packed.wire(), full_image=full_image, partitions=partitions)
+        return self.runtime.apply_packed(packed.groups, txn, partitions)
 
     # ------------------------------------------------------------------ lookups (mapping/lookups.py)
 

@@ -17,6 +17,7 @@ from cdc_bridge.apply.applier import TransactionApplier
 from cdc_bridge.config import BridgeConfig
 from cdc_bridge.mapping.command import Command
 from cdc_bridge.mapping.loader import MappingSet
+from cdc_bridge.mapping.packed import PackedCommands
 from cdc_bridge.observability.metrics import BridgeMetrics
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.transaction import SourceTransaction
@@ -70,6 +71,11 @@ class InProcessApply:
         if txn.sweep_from is not None:
             return self.applier.sweep(txn.sweep_from, txn.position, txn.commit_ts)
         return self.applier.apply_wire(txn, wire, full_image=txn.full_image)
+
+    def apply_packed(self, txn: SourceTransaction, packed: PackedCommands) -> ApplyResult:
+        """apply() of the commands in their packed form (mapping/packed.py)."""
+        assert self.applier is not None
+        return self.applier.apply_packed(txn, packed, full_image=txn.full_image)
 
     def replay(self, txn: SourceTransaction, wire: list[tuple]) -> None:
         """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""

@@ -47,6 +47,7 @@ from cdc_bridge.ingest.reader_process import ProcessSource
 from cdc_bridge.ingest.resnapshot import split_signals, transactions_of
 from cdc_bridge.ingest.snapshot_phase import SnapshotPhase
 from cdc_bridge.mapping.command import Command, DeadLetter
+from cdc_bridge.mapping.packed import PackedCommands, packing_wanted
 from cdc_bridge.mapping.translate import command_to_wire
 from cdc_bridge.mapping.loader import MappingSet, load_mappings
 from cdc_bridge.observability.metrics import NON_REJECTION_REASONS, BridgeMetrics  # noqa: F401 (re-exported)
@@ -443,7 +444,8 @@ class IngestPipeline:
             tables.update({t: None for t in spec.tables})  # every column: Debezium's before/after hold them all
         if self.config.source.reader == "process":
             src: Any = ProcessSource(self.config.source, tables, start, from_earliest=start is None,
-                                     log_level=self.config.log_level, mappings=self.mappings, change_stream=spec)
+                                     log_level=self.config.log_level, mappings=self.mappings, change_stream=spec,
+                                     pack=self.apply is not None and not self.write_commands and packing_wanted())
         else:
             src = BinlogSource(self.config.source, tables=tables, start=start, from_earliest=start is None,
                                describe=spec.tables if spec is not None else None)
@@ -537,13 +539,36 @@ class IngestPipeline:
         objects are made only where something needs them) and the dead letters of its translation."""
         if txn.wire is not None:   # translated in the reader process
             return txn.wire, list(txn.dead_letters or ())
+        if txn.packed is not None:   # ... and packed there: the tuples once, for what needs them
+            txn.wire = txn.packed.wire()
+            return txn.wire, list(txn.dead_letters or ())
         if txn.commands is not None:
             return [command_to_wire(c) for c in txn.commands], list(txn.dead_letters or ())
         if txn.sweep_from is not None:
             return [], []
         return self.mappings.translate(txn, wire=True)
 
+    def _takes_packed(self, txn: SourceTransaction) -> bool:
+        """The transaction's packed commands go to the apply stage as they are (mapping/packed.py): nothing
+        else here needs them as tuples."""
+        return (txn.packed is not None and txn.wire is None and self.apply is not None and not self.write_commands
+                and txn.sweep_from is None)
+
     def _apply(self, txn: SourceTransaction, batch: Batch) -> None:
+        if self._takes_packed(txn):
+            commands_metric = self.metrics.commands
+            for (table, op), n in txn.packed.counts.items():
+                commands_metric.labels(table, op).inc(n)
+            batch.txns.append(txn)
+            if txn.dead_letters:
+                batch.dead_letters.extend(txn.dead_letters)
+            if self.change_stream is not None:
+                self._add_change_records(txn, batch)
+            assert self.apply is not None
+            result = self.apply.apply_packed(txn, txn.packed)
+            batch.events.extend(result.events)
+            batch.dead_letters.extend(result.dead_letters)
+            return   # the reader packs no transaction with a signal row
         commands, dead = self._commands_of(txn)
         commands, signals = split_signals(commands, txn, self.mappings.signal_table is not None)
         if commands:
@@ -616,6 +641,9 @@ class IngestPipeline:
     def _replay(self, txn: SourceTransaction) -> None:
         """Re-apply an already published transaction to state; its events are dropped (they are in Kafka)."""
         assert self.apply is not None
+        if self._takes_packed(txn):
+            self.apply.apply_packed(txn, txn.packed)
+            return
         commands, signals = split_signals(self._commands_of(txn)[0], txn, self.mappings.signal_table is not None)
         self.apply.replay(txn, commands)
         for signal in signals:

@@ -35,6 +35,7 @@ from typing import Any
 
 import structlog
 
+from cdc_bridge.mapping.packed import PackedCommands
 from cdc_bridge.source.errors import SourceError
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.settings import SourceSettings
@@ -112,16 +113,17 @@ class ProcessSource:
                  start: SourcePosition | None = None, *, from_earliest: bool = False,
                  on_reconnect: Callable[[str], None] | None = None,
                  log_level: str = "INFO", json_logs: bool | None = None, mappings: Any = None,
-                 change_stream: Any = None) -> None:
+                 change_stream: Any = None, pack: bool = False) -> None:
         """mappings: a MappingSet to translate with in the child (transactions then arrive with
         `wire`, `dead_letters` and `row_counts` instead of `changes`); None: row changes.
+        pack: the commands arrive in their packed form (`packed`, mapping/packed.py) where they can.
         change_stream: a ChangeStreamSpec: the child also builds the change records (`change_records`)."""
         self.settings = settings
         self._spec = {"settings": settings, "tables": tables, "start": start,
                       "from_earliest": from_earliest, "log_level": log_level,
                       "json_logs": json_logs if json_logs is not None else not sys.stderr.isatty(),
                       "mappings": (mappings.aggregates, mappings.drop_unchanged_updates, mappings.signal_table)
-                      if mappings else None, "change_stream": change_stream}
+                      if mappings else None, "change_stream": change_stream, "pack": pack}
         self.on_reconnect = on_reconnect
         self._position = start
         self._stop = threading.Event()
@@ -197,9 +199,10 @@ class ProcessSource:
                     raise self._died() from e
                 kind = raw[:1]
                 if kind == _TRANSLATED:
-                    gtid, commit_ts, position, row_counts, wire, dead, change_records = loads(raw[1:])
+                    gtid, commit_ts, position, row_counts, wire, dead, change_records, packed = loads(raw[1:])
                     txn = SourceTransaction(gtid, commit_ts, position, row_counts=row_counts, dead_letters=dead,
-                                            change_records=change_records, wire=wire)
+                                            change_records=change_records, wire=wire,
+                                            packed=None if packed is None else PackedCommands(*packed))
                     self._position = position
                     self.transactions_read += 1
                     yield txn
@@ -344,12 +347,23 @@ def _child_main(fd: int, parent_pid: int) -> int:
 
     tune()  # as in the bridge: no full-heap collections in the middle of the stream
 
+    pack = None
+    if translate is not None and spec.get("pack"):
+        from cdc_bridge.mapping.packed import pack, packing_available
+
+        if not packing_available():
+            pack = None
+
     def message(txn: SourceTransaction) -> bytes:
         if translate is None:
             return _TXN + dumps(txn, proto)
         wire, dead = translate(txn, wire=True)
+        packed = pack(wire) if pack is not None else None
+        if packed is not None:
+            return _TRANSLATED + dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(), None, dead,
+                                        change_records(txn), packed.to_tuple()), proto)
         return _TRANSLATED + dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(), wire, dead,
-                                    change_records(txn)), proto)
+                                    change_records(txn), None), proto)
 
     try:
         for txn in source.transactions():

@@ -81,6 +81,9 @@ class SourceTransaction:
     # The commands as the reader process sends them (mapping/translate.py command_to_wire's tuples; their
     # position, txn_id and commit_ts are this transaction's): the pipeline's form, no Command objects.
     wire: list[tuple] | None = None
+    # ... or in their packed form (mapping/packed.py PackedCommands), where the reader could pack them:
+    # the compiled apply reads that; wire is made from it for whatever needs the tuples
+    packed: Any = None
     # Row changes per table when `changes` were translated in the reader process and not
     # carried over (commands/dead_letters hold the translation); None: count `changes`.
     row_counts: dict[str, int] | None = None

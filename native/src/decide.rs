@@ -339,6 +339,55 @@ fn command<'py>(spec: &Spec, ctx: &Ctx, item: &Bound<'py, PyAny>, at: &Layout, t
     })
 }
 
+/// One wire command of the packed form (crate::packed): the wire tuple as a JSON array, its values as
+/// value::from_py made them in the reader process. The same checks and the same Cmd as command().
+fn command_from_val<'py>(py: Python<'py>, spec: &Spec, ctx: &Ctx, item: &Val, txn: &TxnVals) -> R<Cmd<'py>> {
+    let t = match item {
+        Val::List(t) => t,
+        _ => return Err(unsupported!("a packed command that is not a list")),
+    };
+    if t.len() != 11 {
+        return Err(unsupported!("a command tuple of {} items, not 11", t.len()));
+    }
+    let s = |i: usize| match &t[i] {
+        Val::Str(s) => Ok(s),
+        _ => Err(unsupported!("command item {i} is not a str")),
+    };
+    let (aggregate, ent, entity_id, operation, table) = (s(WIRE.aggregate)?, s(WIRE.entity)?, s(WIRE.entity_id)?,
+                                                         s(WIRE.operation)?, s(WIRE.table)?);
+    let wrong_aggregate = **aggregate != *spec.aggregate;
+    let entity = if &**ent == "root" {
+        Ent::Root
+    } else {
+        ctx.child_index(ent).map(Ent::Child).unwrap_or(Ent::Unknown)
+    };
+    let op = match &**operation {
+        "insert" => Op::Insert,
+        "update" => Op::Update,
+        "delete" => Op::Delete,
+        "snapshot" => Op::Snapshot,
+        other => return Err(unsupported!("operation {other:?}")),
+    };
+    let payload = match &t[WIRE.payload] {
+        Val::Dict(d) => d.clone(),
+        _ => return Err(unsupported!("a payload that is not a dict")),
+    };
+    Ok(Cmd {
+        aggregate: if wrong_aggregate { Some(PyString::new(py, aggregate)) } else { None },
+        entity_obj: if matches!(entity, Ent::Unknown) { Some(PyString::new(py, ent)) } else { None },
+        wrong_aggregate,
+        entity,
+        entity_id: entity_id.clone(),
+        op,
+        payload,
+        soft: t[WIRE.soft].truthy(),
+        commit_ts: txn.commit_ts.clone(),
+        txn_id: txn.txn_id.clone(),
+        position: txn.position.clone(),
+        table: PyString::intern(py, table),
+    })
+}
+
 // ------------------------------------------------------------------------------- drafts
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1212,25 +1261,9 @@ fn initial_state(ctx: &Ctx) -> Map {
     s
 }
 
-/// DeclarativeCore.apply: see lib.rs.
-/// decide + evolve of one aggregate instance: (new state, drafts, rejections).
-fn run<'py>(
-    py: Python<'py>,
-    spec: &Spec,
-    ctx: &Ctx,
-    state_json: Option<&[u8]>,
-    commands: &Bound<'py, PyAny>,
-    aggregate_id: &str,
-    at: &Layout,
-    txn_vals: Option<&TxnVals>,
-) -> R<(Map, Vec<Draft<'py>>, Vec<(usize, &'static str, String)>)> {
-    let mut state = match state_json {
-        None => initial_state(ctx),
-        Some(b) => match crate::json::loads_state(b)? {
-            Val::Dict(d) => Rc::try_unwrap(d).unwrap_or_else(|d| (*d).clone()),
-            other => return Err(unsupported!("a state that is a {}", other.type_name())),
-        },
-    };
+/// The commands of a Python sequence of tuples (see Layout).
+fn commands_of<'py>(spec: &Spec, ctx: &Ctx, commands: &Bound<'py, PyAny>, at: &Layout, txn_vals: Option<&TxnVals>
+) -> R<Vec<Cmd<'py>>> {
     let mut cmds = Vec::new();
     if let Ok(list) = commands.downcast::<PyList>() {
         cmds.reserve(list.len());
@@ -1242,7 +1275,26 @@ fn run<'py>(
             cmds.push(command(spec, ctx, &item?, at, txn_vals)?);
         }
     }
+    Ok(cmds)
+}
 
+/// DeclarativeCore.apply: see lib.rs.
+/// decide + evolve of one aggregate instance: (new state, drafts, rejections).
+fn run<'py>(
+    py: Python<'py>,
+    spec: &Spec,
+    ctx: &Ctx,
+    state_json: Option<&[u8]>,
+    cmds: Vec<Cmd<'py>>,
+    aggregate_id: &str,
+) -> R<(Map, Vec<Draft<'py>>, Vec<(usize, &'static str, String)>)> {
+    let mut state = match state_json {
+        None => initial_state(ctx),
+        Some(b) => match crate::json::loads_state(b)? {
+            Val::Dict(d) => Rc::try_unwrap(d).unwrap_or_else(|d| (*d).clone()),
+            other => return Err(unsupported!("a state that is a {}", other.type_name())),
+        },
+    };
     let mut txn = Txn::new(py, spec, ctx, aggregate_id, &state)?;
     txn.decide(&cmds)?;
     let drafts: Vec<Draft> = std::mem::take(&mut txn.out).into_iter().flatten().collect();
@@ -1313,7 +1365,8 @@ pub fn apply<'py>(
     let ctx = Ctx::for_spec(spec);
     let ctx = &*ctx;
     let aggregate_id = py_str(aggregate_id)?;
-    let (state, drafts, rejections) = run(py, spec, ctx, state_json, commands, aggregate_id, &CORE, None)?;
+    let cmds = commands_of(spec, ctx, commands, &CORE, None)?;
+    let (state, drafts, rejections) = run(py, spec, ctx, state_json, cmds, aggregate_id)?;
     let held_out = held_list(py, ctx, &state)?;
     let state_bytes = PyBytes::new(py, &dumps_map(&state));
     let mut draft_out = Vec::with_capacity(drafts.len());
@@ -1362,8 +1415,44 @@ pub fn apply_wire<'py>(
 ) -> R<Bound<'py, PyTuple>> {
     let ctx = Ctx::for_spec(spec);
     let ctx = &*ctx;
+    let cmds = commands_of(spec, ctx, commands, &WIRE, Some(txn_vals))?;
+    finish_wire(py, spec, ctx, state_json, cmds, aggregate_id, ev)
+}
+
+/// apply_wire() for the packed form of the commands (crate::packed::pack_wire's bytes).
+pub fn apply_packed<'py>(
+    py: Python<'py>,
+    spec: &Spec,
+    state_json: Option<&[u8]>,
+    packed: &[u8],
+    aggregate_id: &Bound<'py, PyString>,
+    txn_vals: &TxnVals,
+    ev: &EventVals<'_>,
+) -> R<Bound<'py, PyTuple>> {
+    let ctx = Ctx::for_spec(spec);
+    let ctx = &*ctx;
+    let items = match crate::json::loads(packed)? {
+        Val::List(items) => items,
+        _ => return Err(unsupported!("packed commands that are not a list")),
+    };
+    let mut cmds = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        cmds.push(command_from_val(py, spec, ctx, item, txn_vals)?);
+    }
+    finish_wire(py, spec, ctx, state_json, cmds, aggregate_id, ev)
+}
+
+fn finish_wire<'py>(
+    py: Python<'py>,
+    spec: &Spec,
+    ctx: &Ctx,
+    state_json: Option<&[u8]>,
+    cmds: Vec<Cmd<'py>>,
+    aggregate_id: &Bound<'py, PyString>,
+    ev: &EventVals<'_>,
+) -> R<Bound<'py, PyTuple>> {
     let aggregate_id_str = py_str(aggregate_id)?;
-    let (state, drafts, rejections) = run(py, spec, ctx, state_json, commands, aggregate_id_str, &WIRE, Some(txn_vals))?;
+    let (state, drafts, rejections) = run(py, spec, ctx, state_json, cmds, aggregate_id_str)?;
     let held_out = held_list(py, ctx, &state)?;
     let state_bytes = PyBytes::new(py, &dumps_map(&state));
     let mut sequence = ev.sequence;

@@ -19,6 +19,7 @@ use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 mod decide;
 mod json;
 mod map;
+mod packed;
 mod value;
 
 use value::{py_str, Unsupported, R};
@@ -121,6 +122,41 @@ impl DeclarativeCore {
                 source_tail,
             };
             decide::apply_wire(py, &self.spec, state_json, wire, aggregate_id, &vals, &ev)
+        })()
+        .map_err(raise)
+    }
+
+    /// apply_wire() of the commands in their packed form (pack_wire's bytes; see packed.rs).
+    #[pyo3(signature = (state_json, packed, aggregate_id, commit_ts, txn_id, position, sequence, schema_version,
+                        occurred_at, source_tail))]
+    #[allow(clippy::too_many_arguments)]
+    fn apply_packed<'py>(
+        &self,
+        py: Python<'py>,
+        state_json: Option<&[u8]>,
+        packed: &[u8],
+        aggregate_id: &Bound<'py, PyString>,
+        commit_ts: &Bound<'py, PyAny>,
+        txn_id: &Bound<'py, PyAny>,
+        position: &Bound<'py, PyAny>,
+        sequence: &Bound<'py, PyAny>,
+        schema_version: &Bound<'py, PyAny>,
+        occurred_at: &Bound<'py, PyString>,
+        source_tail: &[u8],
+    ) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
+        (|| {
+            let vals = decide::TxnVals {
+                commit_ts: value::from_py(commit_ts, 0)?,
+                txn_id: value::from_py(txn_id, 0)?,
+                position: if position.is_none() { value::Val::Null } else { value::from_py(position, 0)? },
+            };
+            let ev = decide::EventVals {
+                sequence: exact_i64(sequence, "sequence")?,
+                schema_version: exact_i64(schema_version, "schema_version")?,
+                occurred_at: py_str(occurred_at)?,
+                source_tail,
+            };
+            decide::apply_packed(py, &self.spec, state_json, packed, aggregate_id, &vals, &ev)
         })()
         .map_err(raise)
     }
@@ -289,6 +325,20 @@ fn murmur2(data: &[u8]) -> u32 {
     h ^ (h >> 15)
 }
 
+/// pack_wire(wire) -> bytes: a transaction's wire commands (of one aggregate instance) in the packed
+/// form apply_packed reads; Unsupported for what the compiled apply would not take (see packed.rs).
+#[pyfunction]
+fn pack_wire<'py>(py: Python<'py>, wire: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let raw = packed::pack(wire).map_err(raise)?;
+    Ok(PyBytes::new(py, &raw))
+}
+
+/// unpack_wire(packed) -> [wire tuple]: pack_wire's commands as the tuples it was given.
+#[pyfunction]
+fn unpack_wire<'py>(py: Python<'py>, packed: &[u8]) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+    packed::unpack(py, packed).map_err(raise)
+}
+
 /// toPositive(murmur2(key as UTF-8)) % partitions: the partition Kafka's default partitioner picks
 /// (aggregate/router.py partition_for; the caller checks partitions >= 1).
 #[pyfunction]
@@ -307,6 +357,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_loads, m)?)?;
     m.add_function(wrap_pyfunction!(_has_digit_run, m)?)?;
     m.add_function(wrap_pyfunction!(partition_of, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_wire, m)?)?;
+    m.add_function(wrap_pyfunction!(unpack_wire, m)?)?;
     Ok(())
 }
 
