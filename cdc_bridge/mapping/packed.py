@@ -25,7 +25,7 @@ from cdc_bridge.mapping.translate import SIGNAL_AGGREGATE
 
 
 def packing_available() -> bool:
-    return _native is not None and hasattr(_native, "pack_wire")
+    return _native is not None and hasattr(_native, "pack_txn")
 
 
 def packing_wanted() -> bool:
@@ -38,10 +38,6 @@ def packing_wanted() -> bool:
 def unpack_wire(raw: bytes) -> list[tuple]:
     """One packed group's wire tuples."""
     return _native.unpack_wire(raw)
-
-
-def _index(w: tuple) -> Any:
-    return w[9]
 
 
 class PackedCommands:
@@ -75,26 +71,8 @@ def pack(wire: list[tuple]) -> PackedCommands | None:
     signal row (the pipeline reads those as Commands), or a value the compiled apply does not take."""
     if not wire:
         return None
-    groups: dict[tuple[str, str], list[tuple]] = {}
-    counts: dict[tuple[str, str], int] = {}
-    for w in wire:
-        key = (w[1], w[2])
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [w]
-        else:
-            group.append(w)
-        k = (w[8], w[5])
-        counts[k] = counts.get(k, 0) + 1
-    pack_wire = _native.pack_wire
-    out: list[tuple[str, str, int, bytes]] = []
     try:
-        for (aggregate, aggregate_id), ws in groups.items():
-            if aggregate == SIGNAL_AGGREGATE:
-                return None
-            if len(ws) > 1:
-                ws.sort(key=_index)   # stable: binlog order within the transaction, as the runtime sorts
-            out.append((aggregate, aggregate_id, len(ws), pack_wire(ws)))
+        got = _native.pack_txn(wire, SIGNAL_AGGREGATE)   # grouped, sorted and counted as described above
     except _native.Unsupported:
         return None
-    return PackedCommands(out, counts)
+    return None if got is None else PackedCommands(*got)

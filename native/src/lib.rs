@@ -333,6 +333,16 @@ fn pack_wire<'py>(py: Python<'py>, wire: &Bound<'py, PyAny>) -> PyResult<Bound<'
     Ok(PyBytes::new(py, &raw))
 }
 
+/// pack_txn(wire, skip_aggregate) -> (groups, counts) | None: a transaction's commands grouped per
+/// aggregate instance and packed (see packed.rs); Unsupported as pack_wire.
+#[pyfunction]
+fn pack_txn<'py>(py: Python<'py>, wire: &Bound<'py, PyAny>, skip_aggregate: &str) -> PyResult<PyObject> {
+    match packed::pack_txn(py, wire, skip_aggregate).map_err(raise)? {
+        None => Ok(py.None()),
+        Some((groups, counts)) => Ok(pyo3::types::PyTuple::new(py, [groups.into_any(), counts.into_any()])?.into_any().unbind()),
+    }
+}
+
 /// unpack_wire(packed) -> [wire tuple]: pack_wire's commands as the tuples it was given.
 #[pyfunction]
 fn unpack_wire<'py>(py: Python<'py>, packed: &[u8]) -> PyResult<Bound<'py, pyo3::types::PyList>> {
@@ -359,6 +369,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(partition_of, m)?)?;
     m.add_function(wrap_pyfunction!(pack_wire, m)?)?;
     m.add_function(wrap_pyfunction!(unpack_wire, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_txn, m)?)?;
     Ok(())
 }
 

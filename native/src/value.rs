@@ -221,6 +221,64 @@ fn int_from_py(i: &Bound<'_, PyInt>) -> R<Val> {
     Ok(Val::Big(Rc::from(py_str(&s)?)))
 }
 
+/// The JSON of from_py(obj) written straight from the Python object (no Val tree in between): the
+/// same values accepted, the same Unsupported for the rest (the packed hand-off, crate::packed).
+pub fn write_py(w: &mut crate::json::Writer, obj: &Bound<'_, PyAny>, depth: usize) -> R<()> {
+    if obj.is_none() {
+        w.buf.extend_from_slice(b"null");
+        return Ok(());
+    }
+    if let Ok(s) = obj.downcast_exact::<PyString>() {
+        crate::json::write_str(&mut w.buf, py_str(s)?);
+        return Ok(());
+    }
+    if let Ok(b) = obj.downcast_exact::<PyBool>() {
+        w.buf.extend_from_slice(if b.is_true() { b"true" } else { b"false" });
+        return Ok(());
+    }
+    if let Ok(i) = obj.downcast_exact::<PyInt>() {
+        w.value(&int_from_py(i)?);
+        return Ok(());
+    }
+    if let Ok(f) = obj.downcast_exact::<PyFloat>() {
+        let v = f.value();
+        if !v.is_finite() {
+            return Err(unsupported!("float {v} (orjson writes null; Python compares it its own way)"));
+        }
+        w.value(&Val::Float(v));
+        return Ok(());
+    }
+    if depth >= MAX_PY_DEPTH {
+        return Err(unsupported!("values nested deeper than {MAX_PY_DEPTH}"));
+    }
+    if let Ok(d) = obj.downcast_exact::<PyDict>() {
+        w.buf.push(b'{');
+        for (n, (k, v)) in d.iter().enumerate() {
+            let k = k.downcast_exact::<PyString>().map_err(|_| unsupported!("a dict key that is not a str"))?;
+            if n > 0 {
+                w.buf.push(b',');
+            }
+            crate::json::write_str(&mut w.buf, py_str(k)?);
+            w.buf.push(b':');
+            write_py(w, &v, depth + 1)?;
+        }
+        w.buf.push(b'}');
+        return Ok(());
+    }
+    if let Ok(l) = obj.downcast_exact::<PyList>() {
+        w.buf.push(b'[');
+        for (n, item) in l.iter().enumerate() {
+            if n > 0 {
+                w.buf.push(b',');
+            }
+            write_py(w, &item, depth + 1)?;
+        }
+        w.buf.push(b']');
+        return Ok(());
+    }
+    Err(unsupported!("a value of type {}", obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()))
+}
+
 // ------------------------------------------------------------------------------- to Python
 
 pub fn to_py(py: Python<'_>, v: &Val) -> PyResult<PyObject> {
