@@ -25,7 +25,7 @@
    paces itself at --latency-rate rows/s (--latency-batch orders/lines per transaction): 2 s of
    warm-up, then --latency-seconds measured. Per source transaction:
      commit latency  = Bridge.on_batch_committed wall time (right after the Kafka commit of
-                       the batch holding it; LMDB follows on its writer thread) - writer's wall time right after
+                       the batch holding it; LMDB follows on the main loop) - writer's wall time right after
                        its COMMIT returned (matched by GTID: the writer reads @@last_gtid)
      visible latency = arrival at a read_committed consumer of the transaction's last event
                        (matched by the envelope's source.gtid) - the same writer time

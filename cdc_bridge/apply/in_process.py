@@ -102,10 +102,11 @@ class InProcessApply:
         self.store.bound_pending(PENDING_LMDB_BATCHES, PENDING_LMDB_ENTRIES)
         return self.store.seal(position, meta)
 
-    def write_async(self, sealed: Any) -> None:
-        """After the batch's Kafka commit (committer thread), on the store's writer thread."""
+    def mark_committed(self, sealed: Any) -> None:
+        """After the batch's Kafka commit (committer thread): written by the main thread at its next
+        release_written() (LmdbStateStore.mark_committed)."""
         assert self.store is not None
-        self.store.write_async(sealed)
+        self.store.mark_committed(sealed)
 
     def release_written(self) -> None:
         assert self.store is not None

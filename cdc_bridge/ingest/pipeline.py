@@ -19,9 +19,9 @@ transactions are re-applied to state without being published again. A crash befo
 the Kafka transaction (init_transactions fences it), and the batch is read again from the binlog.
 
 Steps 2-3 of batch N run on a committer thread while the main thread applies batch N+1 on top
-of N's sealed (not yet written) state, and step 4 on the state store's writer thread while N+1
-is published; the next batch is handed over only once N's Kafka commit is known, and LMDB writes
-follow in order, a bounded number of batches behind. If Kafka aborts N, both N and the part of
+of N's sealed (not yet written) state, and step 4 on the main thread once N's Kafka commit is known
+(when the next batch is handed over, or on an idle tick: not on a thread of its own, see
+LmdbStateStore.mark_committed); LMDB writes follow in order, a bounded number of batches behind. If Kafka aborts N, both N and the part of
 N+1 already applied are dropped from state and applied again, then N is published again.
 """
 
@@ -733,8 +733,8 @@ class IngestPipeline:
         if self.on_batch_committed:
             self.on_batch_committed(batch)
         if self.apply is not None:
-            # on the store's writer thread: the next batch's Kafka transaction need not wait for this fsync
-            self.apply.write_async(inflight.sealed)
+            # written by the main thread at its next _settle (LmdbStateStore.mark_committed says why)
+            self.apply.mark_committed(inflight.sealed)
         return result
 
     def _settle(self, block: bool = True) -> None:

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 # Python thread name prefixes -> label (the executors name their threads "<prefix>_<n>")
-_THREAD_LABELS = (("committer", "committer"), ("lmdb-writer", "lmdb-writer"))
+_THREAD_LABELS = (("committer", "committer"),)
 
 
 def _cpu_seconds(stat_path: str) -> float | None:
@@ -33,7 +33,7 @@ def _cpu_seconds(stat_path: str) -> float | None:
 
 
 class ThreadCpuCollector(Collector):
-    """`cdc_bridge_cpu_seconds_total{thread=main|committer|lmdb-writer|other|reader}`.
+    """`cdc_bridge_cpu_seconds_total{thread=main|committer|other|reader}`.
 
     sources() gives (native id of the main loop's thread or None, pid of the reader process or None);
     the bridge sets it once it runs. "other" is the rest of the bridge process (librdkafka's

@@ -189,15 +189,15 @@ def test_dirty_counts_sealed_and_open(store: LmdbStateStore) -> None:
     assert store.commit(POS3) == 2
 
 
-def test_batches_are_written_in_sealing_order_on_the_writer_thread(store: LmdbStateStore) -> None:
+def test_batches_are_written_in_sealing_order(store: LmdbStateStore) -> None:
     store.put(0, rec("1", total="1.00"))
     first = store.seal(POS1, {"batch": 1})
     store.put(0, rec("1", seq=2, total="2.00"))
     second = store.seal(POS2, {"batch": 2})
     store.write(second)                       # out of order: deferred, nothing written
     assert second.state == "deferred" and store.applied_position() is None
-    store.write_async(first)
-    store.wait_written(keep=0)                # first by the writer thread, then second on this thread
+    store.mark_committed(first)
+    store.wait_written(keep=0)                # first, then second (deferred), on this thread
     assert first.state == second.state == "written"
     assert committed(store, 0, "1").state["total"] == "2.00"
     assert store.applied_position() == POS2 and store.meta()["batch"] == 2
@@ -206,35 +206,35 @@ def test_batches_are_written_in_sealing_order_on_the_writer_thread(store: LmdbSt
 def test_wait_written_keeps_the_newest_pending(store: LmdbStateStore) -> None:
     store.put(0, rec("1"))
     first = store.seal(POS1)
-    store.write_async(first)
+    store.mark_committed(first)
     store.put(0, rec("2"))
-    store.seal(POS2)                          # being published: not handed to a writer yet
+    store.seal(POS2)                          # being published: not marked committed yet
     store.wait_written(keep=1)
     assert first.state == "written" and store.dirty == 1
     with pytest.raises(StateStoreError, match="never handed"):
         store.wait_written(keep=0)
 
 
-def test_a_full_map_on_the_writer_thread_defers_the_later_batches_too(path: Path) -> None:
+def test_a_full_map_grows_and_writes_the_later_batches_too(path: Path) -> None:
     with LmdbStateStore(path, partitions=2, map_size=64 * 1024) as s:
         for i in range(400):
             s.put(i % 2, rec(str(i), blob="x" * 2000))
         big = s.seal(POS1)
         s.put(0, rec("small"))
         small = s.seal(POS2)
-        s.write_async(big)
-        s.write_async(small)
+        s.mark_committed(big)
+        s.mark_committed(small)
         s.wait_written(keep=0)
         assert big.state == small.state == "written"
         assert s.stats()["entries"] == 401 and s.applied_position() == POS2
 
 
-def test_close_finishes_the_writes_handed_over(path: Path) -> None:
+def test_close_writes_the_batches_marked_committed(path: Path) -> None:
     s = LmdbStateStore(path, partitions=4, map_size=1 << 20)
     s.put(0, rec("1"))
-    s.write_async(s.seal(POS1))
+    s.mark_committed(s.seal(POS1))
     s.put(0, rec("2"))
-    s.seal(POS2)                              # never handed over (its Kafka transaction did not commit)
+    s.seal(POS2)                              # not marked committed (its Kafka transaction did not)
     s.close()
     with LmdbStateStore(path, partitions=4) as again:
         assert again.applied_position() == POS1
@@ -247,8 +247,20 @@ def test_bound_pending_waits_for_the_oldest_writes(store: LmdbStateStore) -> Non
         store.put(0, rec(str(i)))
         layer = store.seal(SourcePosition(f"0-1-{20 + i}", "mysql-bin.000001", 5000 + i))
         layers.append(layer)
-        store.write_async(layer)
+        store.mark_committed(layer)
     store.bound_pending(max_batches=2, max_entries=10_000)
     assert all(x.state == "written" for x in layers[:3]) and store.dirty <= 2
     store.bound_pending(max_batches=16, max_entries=0)     # entries bound: everything written
     assert store.dirty == 0 and store.applied_position().binlog_pos == 5004
+
+
+def test_marked_batches_wait_for_the_owner_and_reads_see_them_meanwhile(store: LmdbStateStore) -> None:
+    """mark_committed() (any thread) writes nothing itself: the owning thread's next release_written() does,
+    in sealing order; until then reads see the sealed batch."""
+    store.put(0, rec("1", total="1.00"))
+    first = store.seal(POS1, {"batch": 1})
+    store.mark_committed(first)
+    assert first.state is None and store.applied_position() is None
+    assert store.get(0, "Order", "1").state["total"] == "1.00"
+    store.release_written()
+    assert first.state == "written" and store.applied_position() == POS1 and store.dirty == 0
