@@ -354,6 +354,21 @@ def proc_status(pid: int | str = "self") -> dict[str, int]:
     return out
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _statm(pid: int | str = "self") -> dict[str, int]:
+    """VmRSS and RssAnon (bytes) from /proc/<pid>/statm: resident, and resident - shared (shared =
+    RssFile + RssShmem); {} when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            fields = f.read().split()
+    except OSError:
+        return {}
+    resident, shared = int(fields[1]), int(fields[2])
+    return {"VmRSS": resident * _PAGE, "RssAnon": (resident - shared) * _PAGE}
+
+
 def descendant_pids(pid: int) -> list[int]:
     """Children, grandchildren, ... of `pid` (from /proc/<pid>/task/<tid>/children, every thread)."""
     out: list[int] = []
@@ -421,7 +436,14 @@ class MemorySampler(threading.Thread):
     binlog reader process): each sample sums VmRSS and RssAnon over the processes alive at
     that moment (peak_rss_anon_bytes = peak of that sum), and vm_hwm_bytes is the sum of each
     process's own VmHWM (a descendant's as last seen alive, at most `interval` before it ended).
-    A sum of RSS counts shared pages (the interpreter, libraries) once per process."""
+    A sum of RSS counts shared pages (the interpreter, libraries) once per process.
+
+    It runs inside the measured bridge process, so it is kept cheap (its CPU is counted with the
+    bridge's): RSS and anon RSS from /proc/<pid>/statm (resident, and resident - shared = RssAnon),
+    VmHWM (a high-water mark: reading it less often loses nothing) and the descendants every
+    `full_every` samples and at stop()."""
+
+    full_every = 10
 
     def __init__(self, interval: float = 0.2, *, include_children: bool = False) -> None:
         super().__init__(daemon=True, name="memory-sampler")
@@ -433,20 +455,28 @@ class MemorySampler(threading.Thread):
         self.processes: dict[int, dict[str, Any]] = {}   # pid -> cmd, its VmHWM and RssAnon peak
         self._stop_ev = threading.Event()
         self._t0 = time.perf_counter()
+        self._n = 0
+        self._children: list[int] = []
 
-    def sample(self) -> dict[str, int]:
-        st = proc_status()
+    def sample(self, full: bool | None = None) -> dict[str, int]:
+        if full is None:
+            full = self._n % self.full_every == 0
+        self._n += 1
+        st = proc_status() if full else _statm()
         rss, anon = st.get("VmRSS", 0), st.get("RssAnon", 0)
         if self.include_children:
             me = self.processes.setdefault(os.getpid(), {"cmd": "bridge process (this one)"})
-            me["vm_hwm_bytes"] = st.get("VmHWM", 0)
+            if full:
+                me["vm_hwm_bytes"] = st.get("VmHWM", 0)
+                self._children = descendant_pids(os.getpid())
             me["peak_rss_anon_bytes"] = max(me.get("peak_rss_anon_bytes", 0), anon)
-            for pid in descendant_pids(os.getpid()):
-                cst = proc_status(pid)
+            for pid in self._children:
+                cst = proc_status(pid) if full else _statm(pid)
                 if not cst:
                     continue   # ended meanwhile
                 p = self.processes.setdefault(pid, {"cmd": _cmdline(pid)})
-                p["vm_hwm_bytes"] = max(p.get("vm_hwm_bytes", 0), cst.get("VmHWM", 0))
+                if full:
+                    p["vm_hwm_bytes"] = max(p.get("vm_hwm_bytes", 0), cst.get("VmHWM", 0))
                 p["peak_rss_anon_bytes"] = max(p.get("peak_rss_anon_bytes", 0), cst.get("RssAnon", 0))
                 rss += cst.get("VmRSS", 0)
                 anon += cst.get("RssAnon", 0)
@@ -461,7 +491,7 @@ class MemorySampler(threading.Thread):
 
     def stop(self) -> dict[str, Any]:
         self._stop_ev.set()
-        st = self.sample()
+        st = self.sample(full=True)
         step = max(1, len(self.series) // 50)
         hwm = st.get("VmHWM", 0)
         out: dict[str, Any] = {"scope": "this process"}
