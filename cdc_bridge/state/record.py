@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orjson import loads as _orjson_loads
+
 from cdc_bridge.jsoncodec import dumps, loads
 from cdc_bridge.source.position import SourcePosition
 
@@ -127,10 +129,16 @@ class AggregateRecord:
         JSON string is escaped); anything else is decoded as a whole."""
         i = raw.find(_STATE_KEY)
         if i > 0 and raw[-1:] == b"}":
-            head = loads(raw[:i] + b"}")
-            if type(head) is dict and head.keys() == _HEAD_KEYS:
+            try:
+                # orjson straight (jsoncodec.loads first looks for ints beyond 64 bits, which orjson reads
+                # as floats): the head's two ints are checked to be ints instead (a float: decoded as a whole)
+                head = _orjson_loads(raw[:i] + b"}")
+            except ValueError:
+                head = None
+            if type(head) is dict and head.keys() == _HEAD_KEYS and type(head["sequence"]) is int:
                 pos = head["last_position"]
-                return cls(head["aggregate"], head["aggregate_id"], None, int(head["sequence"]),
-                           _position(pos) if pos else None, head["held_since"],
-                           state_json=raw[i + len(_STATE_KEY):-1])
+                if not pos or type(pos.get("binlog_pos")) is int:
+                    return cls(head["aggregate"], head["aggregate_id"], None, head["sequence"],
+                               _position(pos) if pos else None, head["held_since"],
+                               state_json=raw[i + len(_STATE_KEY):-1])
         return cls.from_json_dict(loads(raw))

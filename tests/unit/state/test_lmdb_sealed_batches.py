@@ -264,3 +264,16 @@ def test_marked_batches_wait_for_the_owner_and_reads_see_them_meanwhile(store: L
     assert store.get(0, "Order", "1").state["total"] == "1.00"
     store.release_written()
     assert first.state == "written" and store.applied_position() == POS1 and store.dirty == 0
+
+
+@pytest.mark.parametrize("sequence, binlog_pos, held_since", [
+    (3, 4000, None), (7, 4000, 1_767_225_600.25), (2**70, 4000, None), (3, 2**65, None), (0, 4000, 1e-7)])
+def test_records_read_back_as_written(sequence: int, binlog_pos: int, held_since: float | None) -> None:
+    """AggregateRecord.from_json(to_json()) gives the record back, exactly: the head read by orjson where its ints
+    fit 64 bits, and as a whole (the stdlib) where they do not."""
+    pos = SourcePosition("0-1-9", "mysql-bin.000002", binlog_pos)
+    for rec in (AggregateRecord("Order", "42", {"exists": True, "n": [1.5, "é"]}, sequence, pos, held_since),
+                AggregateRecord("Order", "42", None, sequence, None, held_since, state_json=b'{"exists":true}')):
+        back = AggregateRecord.from_json(rec.to_json())
+        assert back == rec and type(back.sequence) is int and back.to_json() == rec.to_json()
+        assert back.last_position is None or type(back.last_position.binlog_pos) is int
