@@ -52,9 +52,10 @@ from cdc_bridge.state.record import AggregateRecord
 
 log = structlog.get_logger(__name__)
 
-# Crash tests only, never in production: hold every write() of a sealed batch this long (ms), so that
+# Crash tests only, never in production: hold every write of a sealed batch this long (ms), so that
 # LMDB falls behind the Kafka commits and a kill leaves it there (the restart re-applies without
-# publishing, or a worker restores from the changelog).
+# publishing, or a worker restores from the changelog). A batch marked committed stays unwritten that
+# long while the main loop goes on (a slow disk); a direct write() sleeps.
 FAULT_DELAY_ENV = "CDC_BRIDGE_FAULT_DELAY_LMDB_WRITE_MS"
 
 FORMAT_VERSION = 1
@@ -138,7 +139,7 @@ class _Sealed:
     """
 
     __slots__ = ("records", "held", "held_counts", "writes", "given_batch", "state", "batch", "seq", "future",
-                 "encoded", "owner")
+                 "encoded", "owner", "not_before")
 
     def __init__(self, records: dict[int, dict[bytes, Any]], held: dict[int, _HeldBatch],
                  held_counts: dict[int, int], writes: list[tuple[Any, bytes, bytes | None]],
@@ -158,6 +159,7 @@ class _Sealed:
         self.seq = 0                    # sealing order: batch n is written only right after n - 1
         self.future: Future[None] | None = None   # done: marked committed (mark_committed)
         self.owner = False              # written by the owning thread at its next release_written()
+        self.not_before = 0.0           # ... not before this time.monotonic() (fault injection)
 
 
 class LmdbStateStore:
@@ -598,7 +600,7 @@ class LmdbStateStore:
         no other state of the store). Only right after the batch sealed before it: out of order, or
         with the map full, the batch is left "deferred" for release_written() (growing the map needs
         every transaction of the process closed, which only the owning thread can arrange)."""
-        if self._fault_delay:
+        if self._fault_delay and not layer.owner:   # (a marked batch was held by release_written)
             log.warning("fault injection: LMDB write held", hold_ms=self._fault_delay * 1000)
             time.sleep(self._fault_delay)
         with self._write_lock:
@@ -622,6 +624,9 @@ class LmdbStateStore:
         500k rows): the writer thread cost 3.2 µs of CPU per row; the same writes on the main loop add
         about 1 µs to it, and throughput and the p99 commit latency at 5,000 rows/s improved."""
         layer.owner = True
+        if self._fault_delay:   # crash tests: this batch's write waits, the main loop does not
+            log.warning("fault injection: LMDB write held", hold_ms=self._fault_delay * 1000)
+            layer.not_before = time.monotonic() + self._fault_delay
         done: Future[None] = Future()
         done.set_result(None)
         layer.future = done
@@ -663,12 +668,18 @@ class LmdbStateStore:
                 except lmdb.MapFullError:
                     self._grow()
 
-    def release_written(self) -> None:
+    def release_written(self, *, wait: bool = False) -> None:
         """Drop the sealed batches that are written (oldest first); write the deferred ones and those
-        marked committed (mark_committed)."""
+        marked committed (mark_committed). wait: one held back by fault injection is waited for (else it
+        and the ones after it stay for a later call)."""
         while self._sealed and (self._sealed[0].state is not None or self._sealed[0].owner):
             layer = self._sealed[0]
             if layer.state is None:
+                hold = layer.not_before - time.monotonic()
+                if hold > 0:
+                    if not wait:
+                        return
+                    time.sleep(hold)
                 self.write(layer)
             if layer.state == "deferred":
                 self._write_now(layer)
@@ -693,7 +704,7 @@ class LmdbStateStore:
                 if head.future is None:
                     raise StateStoreError("a sealed batch was never handed to write() or mark_committed()")
                 head.future.result()
-            self.release_written()
+            self.release_written(wait=True)
 
     def discard_sealed(self, layer: _Sealed) -> None:
         """Forget a sealed batch that will not be written (its Kafka transaction aborted). Only the newest,
@@ -849,7 +860,7 @@ class LmdbStateStore:
             return
         # batches marked committed are written (they are committed in Kafka); others are dropped
         try:
-            self.release_written()
+            self.release_written(wait=True)
         except Exception as e:  # noqa: BLE001 - closing: report, do not mask the caller's error
             log.error("state_store_write_failed", path=str(self.path), error=str(e))
         self._end_read()

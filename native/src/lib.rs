@@ -110,17 +110,8 @@ impl DeclarativeCore {
         source_tail: &[u8],
     ) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
         (|| {
-            let vals = decide::TxnVals {
-                commit_ts: value::from_py(commit_ts, 0)?,
-                txn_id: value::from_py(txn_id, 0)?,
-                position: if position.is_none() { value::Val::Null } else { value::from_py(position, 0)? },
-            };
-            let ev = decide::EventVals {
-                sequence: exact_i64(sequence, "sequence")?,
-                schema_version: exact_i64(schema_version, "schema_version")?,
-                occurred_at: py_str(occurred_at)?,
-                source_tail,
-            };
+            let (vals, ev) =
+                txn_and_event_vals(commit_ts, txn_id, position, sequence, schema_version, occurred_at, source_tail)?;
             decide::apply_wire(py, &self.spec, state_json, wire, aggregate_id, &vals, &ev)
         })()
         .map_err(raise)
@@ -145,17 +136,8 @@ impl DeclarativeCore {
         source_tail: &[u8],
     ) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
         (|| {
-            let vals = decide::TxnVals {
-                commit_ts: value::from_py(commit_ts, 0)?,
-                txn_id: value::from_py(txn_id, 0)?,
-                position: if position.is_none() { value::Val::Null } else { value::from_py(position, 0)? },
-            };
-            let ev = decide::EventVals {
-                sequence: exact_i64(sequence, "sequence")?,
-                schema_version: exact_i64(schema_version, "schema_version")?,
-                occurred_at: py_str(occurred_at)?,
-                source_tail,
-            };
+            let (vals, ev) =
+                txn_and_event_vals(commit_ts, txn_id, position, sequence, schema_version, occurred_at, source_tail)?;
             decide::apply_packed(py, &self.spec, state_json, packed, aggregate_id, &vals, &ev)
         })()
         .map_err(raise)
@@ -323,6 +305,32 @@ fn murmur2(data: &[u8]) -> u32 {
     h ^= h >> 13;
     h = h.wrapping_mul(M);
     h ^ (h >> 15)
+}
+
+/// The values of one source transaction (what a held entry records) and of its events' envelopes, as
+/// apply_wire and apply_packed take them.
+#[allow(clippy::too_many_arguments)]
+fn txn_and_event_vals<'a>(
+    commit_ts: &Bound<'_, PyAny>,
+    txn_id: &Bound<'_, PyAny>,
+    position: &Bound<'_, PyAny>,
+    sequence: &Bound<'_, PyAny>,
+    schema_version: &Bound<'_, PyAny>,
+    occurred_at: &'a Bound<'_, PyString>,
+    source_tail: &'a [u8],
+) -> R<(decide::TxnVals, decide::EventVals<'a>)> {
+    let vals = decide::TxnVals {
+        commit_ts: value::from_py(commit_ts, 0)?,
+        txn_id: value::from_py(txn_id, 0)?,
+        position: if position.is_none() { value::Val::Null } else { value::from_py(position, 0)? },
+    };
+    let ev = decide::EventVals {
+        sequence: exact_i64(sequence, "sequence")?,
+        schema_version: exact_i64(schema_version, "schema_version")?,
+        occurred_at: py_str(occurred_at)?,
+        source_tail,
+    };
+    Ok((vals, ev))
 }
 
 /// pack_wire(wire) -> bytes: a transaction's wire commands (of one aggregate instance) in the packed

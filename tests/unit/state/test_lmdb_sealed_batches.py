@@ -4,6 +4,7 @@ committer thread while batch N+1 is applied on top of it."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -277,3 +278,26 @@ def test_records_read_back_as_written(sequence: int, binlog_pos: int, held_since
         back = AggregateRecord.from_json(rec.to_json())
         assert back == rec and type(back.sequence) is int and back.to_json() == rec.to_json()
         assert back.last_position is None or type(back.last_position.binlog_pos) is int
+
+
+def test_fault_injection_holds_marked_batches_without_holding_the_caller(path: Path, monkeypatch) -> None:
+    """CDC_BRIDGE_FAULT_DELAY_LMDB_WRITE_MS (crash tests): LMDB falls behind while release_written() returns at
+    once; wait_written() and close() wait for the hold and write."""
+    monkeypatch.setenv("CDC_BRIDGE_FAULT_DELAY_LMDB_WRITE_MS", "300")
+    s = LmdbStateStore(path, partitions=2, map_size=1 << 20)
+    s.put(0, rec("1"))
+    first = s.seal(POS1)
+    s.mark_committed(first)
+    t0 = time.monotonic()
+    s.release_written()
+    assert time.monotonic() - t0 < 0.2 and first.state is None and s.applied_position() is None
+    s.put(0, rec("2"))
+    second = s.seal(POS2)
+    s.mark_committed(second)
+    s.wait_written(keep=0)
+    assert 0.25 < time.monotonic() - t0 and first.state == second.state == "written"
+    s.put(0, rec("3"))
+    s.mark_committed(s.seal(POS3))
+    s.close()
+    with LmdbStateStore(path, partitions=2) as again:
+        assert again.applied_position() == POS3
