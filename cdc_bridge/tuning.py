@@ -13,8 +13,9 @@ latency. tune() is called once the daemon has loaded everything it keeps for its
 
 The GIL switch interval stays at CPython's 5 ms. A shorter one shortens the waits of a thread
 retaking the GIL after an LMDB call, but 0.5 ms measured ~5% slower end to end (forced
-switches between the main loop and the Kafka committer); the LMDB writer instead writes with
-putmulti, one GIL round trip per database rather than one per record (state/lmdb_store.py).
+switches between the main loop and the Kafka committer). py-lmdb releases the GIL around every
+call, putmulti's puts included, which is why LMDB is written by the main loop, not by a thread of
+its own (state/lmdb_store.py mark_committed).
 
 CDC_BRIDGE_TUNING=0 keeps CPython's defaults (to compare, or if a custom decider makes many
 reference cycles).
