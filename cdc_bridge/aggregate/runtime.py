@@ -153,9 +153,6 @@ class AggregateRuntime:
         process sends), all of this transaction: their position, txn_id and commit_ts are txn's. A
         declarative aggregate's commands go to its compiled core as they are; Command objects are built
         only for a Python decider and for rejections."""
-        result = ApplyResult()
-        result.dead_letters.extend(self.expire_held(txn.commit_ts, partitions))
-
         groups: dict[tuple[str, str], list[tuple]] = {}
         for w in wire:
             key = (w[1], w[2])
@@ -164,52 +161,31 @@ class AggregateRuntime:
                 groups[key] = [w]
             else:
                 group.append(w)
+        for ws in groups.values():
+            if len(ws) > 1:
+                ws.sort(key=_wire_index)   # stable: binlog order within the transaction
+        return self._apply_groups([(a, i, len(ws), ws, None) for (a, i), ws in groups.items()], txn, partitions)
 
+    def apply_packed(self, groups: list[tuple[str, str, int, bytes]], txn: TxnInfo,
+                     partitions: Collection[int] | None = None) -> ApplyResult:
+        """apply_wire() of commands in their packed form (mapping/packed.py PackedCommands.groups: per
+        aggregate instance, in the order apply_wire groups them). A declarative aggregate's compiled
+        core reads the bytes; a Python decider gets the tuples back. Same result as apply_wire."""
+        return self._apply_groups([(a, i, n, None, raw) for a, i, n, raw in groups], txn, partitions)
+
+    def _apply_groups(self, groups: list[tuple[str, str, int, list[tuple] | None, bytes | None]], txn: TxnInfo,
+                      partitions: Collection[int] | None) -> ApplyResult:
+        """The commands of one transaction per aggregate instance, each group (aggregate, aggregate_id,
+        number of commands, wire tuples in binlog order or None, their packed bytes or None)."""
+        result = ApplyResult()
+        result.dead_letters.extend(self.expire_held(txn.commit_ts, partitions))
         grown: set[int] = set()
         n_partitions = self.partitions   # >= 1 (the store checked it): partition_for's check skipped
         partition_of = _partition_of
         get = self.store.get
         order_key = txn.position.order_key
         encoded: _TxnEncoding | None = None   # built at the first group the compiled core applies
-        for (aggregate, aggregate_id), ws in groups.items():
-            decider = self._decider(aggregate)
-            if len(ws) > 1:
-                ws.sort(key=_wire_index)   # stable: binlog order within the transaction
-            partition = partition_of(aggregate_id, n_partitions)
-            record = get(partition, aggregate, aggregate_id)
-            if record is not None and record.last_position is not None and order_key <= record.last_position.order_key:
-                result.skipped += len(ws)   # already applied to this instance
-                continue
-            core = self._core(aggregate, decider)
-            if core is not None:   # a new instance: the core starts from the initial state itself
-                if encoded is None:
-                    encoded = _TxnEncoding(txn)
-                grew = self._apply_group_wire(core, partition, record, ws, txn, result, encoded)
-            else:
-                grew = self._apply_group(decider, partition,
-                                         record or AggregateRecord(aggregate, aggregate_id, decider.initial_state()),
-                                         commands_from_wire(ws, txn.position, txn.txn_id, txn.commit_ts), txn, result)
-            if grew:
-                grown.add(partition)
-
-        for partition in sorted(grown):
-            result.dead_letters.extend(self._expire_over_count(partition))
-        return result
-
-    def apply_packed(self, groups: list[tuple[str, str, int, bytes]], txn: TxnInfo,
-                     partitions: Collection[int] | None = None) -> ApplyResult:
-        """apply_wire() of commands in their packed form (mapping/packed.py PackedCommands.groups: per
-        aggregate instance, in the order apply_wire would group them). A declarative aggregate's compiled
-        core reads the bytes; a Python decider gets the tuples back. Same result as apply_wire."""
-        result = ApplyResult()
-        result.dead_letters.extend(self.expire_held(txn.commit_ts, partitions))
-        grown: set[int] = set()
-        n_partitions = self.partitions
-        partition_of = _partition_of
-        get = self.store.get
-        order_key = txn.position.order_key
-        encoded: _TxnEncoding | None = None
-        for aggregate, aggregate_id, n, packed in groups:
+        for aggregate, aggregate_id, n, ws, packed in groups:
             decider = self._decider(aggregate)
             partition = partition_of(aggregate_id, n_partitions)
             record = get(partition, aggregate, aggregate_id)
@@ -217,18 +193,19 @@ class AggregateRuntime:
                 result.skipped += n   # already applied to this instance
                 continue
             core = self._core(aggregate, decider)
-            if core is not None:
+            if core is not None:   # a new instance: the core starts from the initial state itself
                 if encoded is None:
                     encoded = _TxnEncoding(txn)
-                grew = self._apply_group_wire(core, partition, record, None, txn, result, encoded,
-                                              aggregate, aggregate_id, packed)
+                grew = self._apply_group_wire(core, partition, record, aggregate, aggregate_id, ws, packed, txn,
+                                              result, encoded)
             else:
                 grew = self._apply_group(decider, partition,
                                          record or AggregateRecord(aggregate, aggregate_id, decider.initial_state()),
-                                         commands_from_wire(unpack_wire(packed), txn.position, txn.txn_id,
-                                                            txn.commit_ts), txn, result)
+                                         commands_from_wire(ws if ws is not None else unpack_wire(packed),
+                                                            txn.position, txn.txn_id, txn.commit_ts), txn, result)
             if grew:
                 grown.add(partition)
+
         for partition in sorted(grown):
             result.dead_letters.extend(self._expire_over_count(partition))
         return result
@@ -354,16 +331,12 @@ class AggregateRuntime:
             log.info("apply path", aggregate=aggregate, compiled=got[1] is not None)
         return got[1]
 
-    def _apply_group_wire(self, core: Any, partition: int, record: AggregateRecord | None, wire: list[tuple] | None,
-                          txn: TxnInfo, result: ApplyResult, encoded: "_TxnEncoding", aggregate: str = "",
-                          aggregate_id: str = "", packed: bytes | None = None) -> bool:
+    def _apply_group_wire(self, core: Any, partition: int, record: AggregateRecord | None, aggregate: str,
+                          aggregate_id: str, wire: list[tuple] | None, packed: bytes | None, txn: TxnInfo,
+                          result: ApplyResult, encoded: "_TxnEncoding") -> bool:
         """_apply_group through the compiled core: the state stays JSON from LMDB to LMDB, the events come
         out numbered, with their record values. Same events, state and dead letters as the Python path
-        (tests/unit/aggregate/test_native_core.py). The commands: `wire`, or `packed` (of aggregate,
-        aggregate_id: mapping/packed.py)."""
-        if wire is not None:
-            w0 = wire[0]
-            aggregate, aggregate_id = w0[1], w0[2]
+        (tests/unit/aggregate/test_native_core.py). The commands: `wire`, or `packed` (mapping/packed.py)."""
         sequence = record.sequence if record is not None else 0
         version = self.schema_versions[aggregate]
         try:

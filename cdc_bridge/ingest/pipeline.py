@@ -555,30 +555,19 @@ class IngestPipeline:
                 and txn.sweep_from is None)
 
     def _apply(self, txn: SourceTransaction, batch: Batch) -> None:
-        if self._takes_packed(txn):
-            commands_metric = self.metrics.commands
-            for (table, op), n in txn.packed.counts.items():
-                commands_metric.labels(table, op).inc(n)
-            batch.txns.append(txn)
-            if txn.dead_letters:
-                batch.dead_letters.extend(txn.dead_letters)
-            if self.change_stream is not None:
-                self._add_change_records(txn, batch)
-            assert self.apply is not None
-            result = self.apply.apply_packed(txn, txn.packed)
-            batch.events.extend(result.events)
-            batch.dead_letters.extend(result.dead_letters)
-            return   # the reader packs no transaction with a signal row
-        commands, dead = self._commands_of(txn)
-        commands, signals = split_signals(commands, txn, self.mappings.signal_table is not None)
-        if commands:
-            counts: dict[tuple[str, str], int] = {}
+        packed = txn.packed if self._takes_packed(txn) else None
+        if packed is not None:   # the reader packs no transaction with a signal row
+            commands, dead, signals, counts = [], txn.dead_letters or (), [], packed.counts
+        else:
+            commands, dead = self._commands_of(txn)
+            commands, signals = split_signals(commands, txn, self.mappings.signal_table is not None)
+            counts = {}
             for w in commands:
                 k = (w[8], w[5])   # table, operation
                 counts[k] = counts.get(k, 0) + 1
-            for (table, op), n in counts.items():
-                self.metrics.commands.labels(table, op).inc(n)
-        if self.write_commands:
+        for (table, op), n in counts.items():
+            self.metrics.commands.labels(table, op).inc(n)
+        if self.write_commands:   # (never with packed commands: _takes_packed)
             partitions = self.config.state.partitions
             if txn.sweep_from is not None:
                 batch.records.extend(sweep_records(self.commands_topic, partitions, txn.sweep_from, txn.position,
@@ -591,7 +580,7 @@ class IngestPipeline:
         if self.change_stream is not None:
             self._add_change_records(txn, batch)
         if self.apply is not None:
-            result = self.apply.apply(txn, commands)
+            result = self.apply.apply_packed(txn, packed) if packed is not None else self.apply.apply(txn, commands)
             batch.events.extend(result.events)
             batch.dead_letters.extend(result.dead_letters)
         for signal in signals:   # a re-snapshot request: its rows, applied right here in binlog order

@@ -35,7 +35,7 @@ from typing import Any
 
 import structlog
 
-from cdc_bridge.mapping.packed import PackedCommands
+from cdc_bridge.mapping.packed import PackedCommands, pack, packing_available
 from cdc_bridge.source.errors import SourceError
 from cdc_bridge.source.position import SourcePosition
 from cdc_bridge.source.settings import SourceSettings
@@ -347,18 +347,13 @@ def _child_main(fd: int, parent_pid: int) -> int:
 
     tune()  # as in the bridge: no full-heap collections in the middle of the stream
 
-    pack = None
-    if translate is not None and spec.get("pack"):
-        from cdc_bridge.mapping.packed import pack, packing_available
-
-        if not packing_available():
-            pack = None
+    packing = bool(spec.get("pack")) and packing_available()
 
     def message(txn: SourceTransaction) -> bytes:
         if translate is None:
             return _TXN + dumps(txn, proto)
         wire, dead = translate(txn, wire=True)
-        packed = pack(wire) if pack is not None else None
+        packed = pack(wire) if packing else None
         if packed is not None:
             return _TRANSLATED + dumps((txn.gtid, txn.commit_ts, txn.position, txn.rows_by_table(), None, dead,
                                         change_records(txn), packed.to_tuple()), proto)

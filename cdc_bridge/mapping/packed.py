@@ -14,7 +14,6 @@ from wire().
 from __future__ import annotations
 
 import os
-from typing import Any
 
 try:
     from cdc_bridge import _native
@@ -59,11 +58,8 @@ class PackedCommands:
         return out
 
     def to_tuple(self) -> tuple:
+        """What crosses from the reader process (PackedCommands(*t) again there)."""
         return self.groups, self.counts
-
-    @classmethod
-    def from_tuple(cls, t: tuple | None) -> "PackedCommands | None":
-        return None if t is None else cls(t[0], t[1])
 
 
 def pack(wire: list[tuple]) -> PackedCommands | None:
