@@ -104,6 +104,8 @@ class AggregateWorker:
         self.owned: set[int] = set()       # processing
         self._pending: set[int] = set()    # assigned, state not checked yet
         self.restoring: set[int] = set()   # assigned, state being restored
+        self._starting: dict[int, tuple[int | None, float, float]] = {}   # state current, fetch not started:
+        #                                            start offset, waiting since, next log (monotonic)
         self.kafka_ok = False
         self.member = False
         self.last_loop = time.time()
@@ -122,7 +124,7 @@ class AggregateWorker:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         restoring = {str(p): round(t.ratio, 3) for p, t in (self._restorer.tasks.items() if self._restorer else ())}
-        ok = self.kafka_ok and self.member and not restoring and not self._pending
+        ok = self.kafka_ok and self.member and not restoring and not self._pending and not self._starting
         self.metrics.ready.set(1 if ok else 0)
         return ok, {
             "kafka_connected": self.kafka_ok,
@@ -131,6 +133,7 @@ class AggregateWorker:
             "partitions": sorted(self.owned),
             "restoring": restoring,
             "waiting_for_state_check": sorted(self._pending),
+            "waiting_for_fetch_start": sorted(self._starting),
         }
 
     # ---------------------------------------------------------------- lifecycle
@@ -225,7 +228,10 @@ class AggregateWorker:
                 if self._restorer.tasks:
                     for p, start in self._restorer.step(0.5).items():
                         self._start_partition(p, start)
-                msgs = self._poll(consumer, max_records, timeout if not self._restorer.tasks else 0.05)
+                for p, (start, _, _) in list(self._starting.items()):
+                    self._start_partition(p, start)
+                busy = self._restorer.tasks or self._starting
+                msgs = self._poll(consumer, max_records, timeout if not busy else 0.05)
                 if msgs:
                     self._process(msgs)
                 self._update_lag()
@@ -260,7 +266,7 @@ class AggregateWorker:
                 publisher.close()
             except Exception as e:  # noqa: BLE001
                 log.warning("error closing the Kafka producer", error=str(e))
-        for p in list(self.owned | self.restoring | self._pending):
+        for p in list(self.owned | self.restoring | self._pending | set(self._starting)):
             self._forget(p)
         self.kafka_ok = self.member = False
         self.metrics.kafka_connected.set(0)
@@ -304,6 +310,7 @@ class AggregateWorker:
     def _forget(self, p: int) -> None:
         self.owned.discard(p)
         self._pending.discard(p)
+        self._starting.pop(p, None)
         if p in self.restoring and self._restorer is not None:
             self._restorer.cancel({p})
         self.restoring.discard(p)
@@ -354,14 +361,26 @@ class AggregateWorker:
             self._consumer.seek(tp)
         except KafkaException as e:
             err = kafka_error_of(e)
-            if err is None or err.code() != KafkaError._STATE or any(
-                    t.topic == self.commands_topic and t.partition == p for t in self._consumer.assignment()):
+            if err is None or err.code() != KafkaError._STATE:
                 raise
-            # no longer assigned (revoked while its state was checked or restored): its next owner, or
-            # this worker at its next assignment, starts it from the committed offset
-            log.info("partition not started: no longer assigned", partition=p, worker_id=self.worker_id)
-            self._forget(p)
+            if not any(t.topic == self.commands_topic and t.partition == p for t in self._consumer.assignment()):
+                # no longer assigned (revoked while its state was checked or restored): its next owner, or
+                # this worker at its next assignment, starts it from the committed offset
+                log.info("partition not started: no longer assigned", partition=p, worker_id=self.worker_id)
+                self._forget(p)
+                return
+            # assigned, but the consumer has not started fetching it: librdkafka first reads the committed
+            # offset itself, and that waits out the same undecided transaction of a previous owner as
+            # _check_state did, on its own retry timer. Seek again from the loop until it has.
+            now = time.monotonic()
+            _, since, next_log = self._starting.get(p, (start, now, now))
+            if now >= next_log:   # at once, then every 30 s
+                log.info("partition start deferred: the consumer is not fetching it yet", partition=p,
+                         waiting_seconds=round(now - since, 1), worker_id=self.worker_id)
+                next_log = now + 30
+            self._starting[p] = (start, since, next_log)
             return
+        self._starting.pop(p, None)
         self._consumer.resume([TopicPartition(self.commands_topic, p)])
         self.owned.add(p)
         self.metrics.worker_partitions.set(len(self.owned))
