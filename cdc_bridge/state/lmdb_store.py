@@ -676,8 +676,8 @@ class LmdbStateStore:
 
     def release_written(self, *, wait: bool = False) -> None:
         """Drop the sealed batches that are written (oldest first); write the deferred ones and those
-        marked committed (mark_committed). wait: one held back by fault injection is waited for (else it
-        and the ones after it stay for a later call)."""
+        marked committed (mark_committed). wait: the oldest, if held back by fault injection, is waited for
+        (else it and the ones after it stay for a later call; so do the ones after it in any case)."""
         while self._sealed and (self._sealed[0].state is not None or self._sealed[0].owner):
             layer = self._sealed[0]
             if layer.state is None:
@@ -686,6 +686,7 @@ class LmdbStateStore:
                     if not wait:
                         return
                     time.sleep(hold)
+                wait = False   # (bound_pending() waits for one batch, not for every held one)
                 self.write(layer)
             if layer.state == "deferred":
                 self._write_now(layer)
