@@ -656,10 +656,12 @@ class IngestPipeline:
         """
         assert self.publisher is not None
         was_open = batch is self._batch
-        self._settle()
+        self._settle(release=False)
         if was_open:
             batch = self._batch   # an aborted predecessor's redo applied the open batch again, into a new Batch
             if not batch:
+                if self.apply is not None:
+                    self.apply.release_written()
                 return
         inflight = self._seal(batch, position, extra)
         if batch is self._batch:
@@ -672,6 +674,10 @@ class IngestPipeline:
             self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="committer")
         inflight.future = self._committer.submit(self._commit_batch, inflight)
         self._inflight = inflight
+        if self.apply is not None:
+            # the batch before is in Kafka: written to LMDB now, while this one's Kafka transaction runs
+            # (before the hand-over, its fsync held the committer idle)
+            self.apply.release_written()
         if wait:   # committed in Kafka and written to LMDB (the snapshot's sweep reads LMDB next)
             self._settle()
             if self.apply is not None:
@@ -726,9 +732,10 @@ class IngestPipeline:
             self.apply.mark_committed(inflight.sealed)
         return result
 
-    def _settle(self, block: bool = True) -> None:
+    def _settle(self, block: bool = True, release: bool = True) -> None:
         """Wait for the batch on the committer thread (block=False: only if it is done) and take its
-        outcome: errors are raised here, an aborted Kafka transaction is redone."""
+        outcome: errors are raised here, an aborted Kafka transaction is redone. release: then write to
+        LMDB what Kafka has committed (else the caller does, release_written())."""
         inflight = self._inflight
         if inflight is None or inflight.future is None:
             return
@@ -739,7 +746,7 @@ class IngestPipeline:
             inflight.future.result()
         except BatchAbortedError as e:
             self._redo(inflight, e)
-        if self.apply is not None:
+        if release and self.apply is not None:
             self.apply.release_written()
 
     def _redo(self, inflight: _InFlight, error: BatchAbortedError) -> None:

@@ -695,8 +695,8 @@ class LmdbStateStore:
 
     def bound_pending(self, max_batches: int, max_entries: int) -> None:
         """Wait for the oldest pending writes until at most max_batches sealed batches and max_entries
-        records + index entries wait for LMDB (memory), and release what is written."""
-        self.release_written()
+        records + index entries wait for LMDB (memory), and release what is written. Writes nothing
+        below the bounds: the pipeline writes a committed batch after handing over the next one."""
         while self._sealed and (len(self._sealed) > max_batches or self._pending_entries() > max_entries):
             self.wait_written(len(self._sealed) - 1)
 
