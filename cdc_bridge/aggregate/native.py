@@ -63,8 +63,9 @@ log = structlog.get_logger(__name__)
 ENV = "CDC_BRIDGE_NATIVE_APPLY"
 """CDC_BRIDGE_NATIVE_APPLY=0 turns the compiled core off (no warning)."""
 
-SPEC_VERSION = 2
-"""The spec format native/src/decide.rs reads; a build reporting another one is stale and not used."""
+SPEC_VERSION = 3
+"""The spec format native/src/decide.rs reads and the API around it (3: apply_wire takes packed bytes too); a
+build reporting another one is stale and not used."""
 
 try:
     from cdc_bridge import _native
@@ -91,6 +92,23 @@ Event = tuple[str, str, bytes, bool, bytes]   # event_type, table, data_json, to
 class Core(Protocol):
     def apply(self, state_json: bytes | None, commands: list[tuple], aggregate_id: str
               ) -> tuple[bytes, list[Draft], list[Rejection], list[Held]]: ...
+
+    def envelope(self, event_type: str, aggregate: str, aggregate_id: str, sequence: int, schema_version: int,
+                 occurred_at: str, source_json: bytes, data_json: bytes) -> bytes: ...
+
+    def apply_wire(self, state_json: bytes | None, wire: list[tuple] | bytes, aggregate_id: str, commit_ts: float,
+                   txn_id: str, position: dict[str, Any] | None, sequence: int, schema_version: int,
+                   occurred_at: str, source_tail: bytes) -> tuple[bytes, int, list[Event], list[Rejection], list[Held]]:
+        """wire: the commands' tuples, or their packed form (bytes: mapping/packed.py)."""
+        try:
+            return self.core.apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence,
+                                        schema_version, occurred_at, source_tail)
+        except Unsupported:
+            self.fallbacks += 1
+            if isinstance(wire, bytes):
+                wire = _native.unpack_wire(wire)
+            return self.reference.apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence,
+                                             schema_version, occurred_at, source_tail)
 
     def envelope(self, event_type: str, aggregate: str, aggregate_id: str, sequence: int, schema_version: int,
                  occurred_at: str, source_json: bytes, data_json: bytes) -> bytes: ...

@@ -340,14 +340,10 @@ class AggregateRuntime:
         sequence = record.sequence if record is not None else 0
         version = self.schema_versions[aggregate]
         try:
-            if packed is not None:
-                state_json, last, drafted, rejections, held = core.apply_packed(
-                    record.state_json if record is not None else None, packed, aggregate_id, txn.commit_ts,
-                    encoded.txn_id, encoded.position, sequence, version, encoded.occurred_at, encoded.source_tail)
-            else:
-                state_json, last, drafted, rejections, held = core.apply_wire(
-                    record.state_json if record is not None else None, wire, aggregate_id, txn.commit_ts,
-                    encoded.txn_id, encoded.position, sequence, version, encoded.occurred_at, encoded.source_tail)
+            state_json, last, drafted, rejections, held = core.apply_wire(
+                record.state_json if record is not None else None, packed if packed is not None else wire,
+                aggregate_id, txn.commit_ts, encoded.txn_id, encoded.position, sequence, version,
+                encoded.occurred_at, encoded.source_tail)
         except Exception as e:
             raise DeciderError(
                 f"compiled declarative apply failed on {aggregate} {aggregate_id} in source transaction "

@@ -20,9 +20,10 @@ the Kafka transaction (init_transactions fences it), and the batch is read again
 
 Steps 2-3 of batch N run on a committer thread while the main thread applies batch N+1 on top
 of N's sealed (not yet written) state, and step 4 on the main thread once N's Kafka commit is known
-(when the next batch is handed over, or on an idle tick: not on a thread of its own, see
-LmdbStateStore.mark_committed); LMDB writes follow in order, a bounded number of batches behind. If Kafka aborts N, both N and the part of
-N+1 already applied are dropped from state and applied again, then N is published again.
+(right after N+1 is handed over, so its fsync overlaps N+1's Kafka transaction, or on an idle tick;
+not on a thread of its own, see LmdbStateStore.mark_committed); LMDB writes follow in order, a
+bounded number of batches behind. If Kafka aborts N, both N and the part of N+1 already applied
+are dropped from state and applied again, then N is published again.
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ def packing_available() -> bool:
 
 
 def packing_wanted() -> bool:
-    """The pipeline asks the reader to pack: the compiled core is built and on (CDC_BRIDGE_NATIVE_APPLY), and
-    CDC_BRIDGE_PACKED_HANDOFF is not 0 (the wire tuples then cross as before)."""
-    return (packing_available() and os.environ.get("CDC_BRIDGE_NATIVE_APPLY") != "0"
+    """The pipeline asks the reader to pack: the compiled core is built, current and on
+    (CDC_BRIDGE_NATIVE_APPLY), and CDC_BRIDGE_PACKED_HANDOFF is not 0 (the wire tuples then cross as before)."""
+    from cdc_bridge.aggregate import native   # (here: the aggregate package imports this module)
+    return (packing_available() and native.native_available() and os.environ.get(native.ENV) != "0"
             and os.environ.get("CDC_BRIDGE_PACKED_HANDOFF") != "0")
 
 

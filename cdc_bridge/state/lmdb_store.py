@@ -32,7 +32,6 @@ import heapq
 import os
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
@@ -138,7 +137,7 @@ class _Sealed:
     write transaction puts (records already encoded, so later in-place changes cannot leak in).
     """
 
-    __slots__ = ("records", "held", "held_counts", "writes", "given_batch", "state", "batch", "seq", "future",
+    __slots__ = ("records", "held", "held_counts", "writes", "given_batch", "state", "batch", "seq",
                  "encoded", "owner", "not_before")
 
     def __init__(self, records: dict[int, dict[bytes, Any]], held: dict[int, _HeldBatch],
@@ -157,8 +156,7 @@ class _Sealed:
         self.state: str | None = None
         self.batch = 0
         self.seq = 0                    # sealing order: batch n is written only right after n - 1
-        self.future: Future[None] | None = None   # done: marked committed (mark_committed)
-        self.owner = False              # written by the owning thread at its next release_written()
+        self.owner = False              # marked committed: written by the owning thread at its next release_written()
         self.not_before = 0.0           # ... not before this time.monotonic() (fault injection)
 
 
@@ -539,7 +537,7 @@ class LmdbStateStore:
         number, so meta and checkpoint agree), else the previous one + 1. Returns it.
         Grows the map (x2) and retries when LMDB is full.
         """
-        if any(x.state is None and x.future is None for x in self._sealed):
+        if any(x.state is None and not x.owner for x in self._sealed):
             raise StateStoreError("commit() while a sealed batch is still being written; write it first")
         self.wait_written(0)
         layer = self.seal(position, extra_meta)
@@ -589,7 +587,7 @@ class LmdbStateStore:
     def amend(self, layer: _Sealed, extra_meta: dict[str, Any]) -> None:
         """More meta keys for a sealed batch not written yet (what is known only after its Kafka commit:
         an aggregate worker's changelog offsets)."""
-        if layer.state is not None or layer.future is not None:
+        if layer.state is not None or layer.owner:
             raise StateStoreError("amend: the batch is already being written")
         for k in extra_meta:
             if k in RESERVED_META or k.startswith(_HELD_COUNT):
@@ -633,9 +631,6 @@ class LmdbStateStore:
             log.warning("fault injection: LMDB write held", hold_ms=self._fault_delay * 1000)
             layer.not_before = max(time.monotonic(), self._fault_disk_free) + self._fault_delay
             self._fault_disk_free = layer.not_before
-        done: Future[None] = Future()
-        done.set_result(None)
-        layer.future = done
 
     def _write_txn(self, layer: _Sealed) -> None:
         with self._env.begin(write=True) as txn:
@@ -707,16 +702,14 @@ class LmdbStateStore:
         """Wait until at most `keep` sealed batches are not written yet (oldest first), releasing them."""
         while len(self._sealed) > keep:
             head = self._sealed[0]
-            if head.state is None:
-                if head.future is None:
-                    raise StateStoreError("a sealed batch was never handed to write() or mark_committed()")
-                head.future.result()
+            if head.state is None and not head.owner:
+                raise StateStoreError("a sealed batch was never handed to write() or mark_committed()")
             self.release_written(wait=True)
 
     def discard_sealed(self, layer: _Sealed) -> None:
         """Forget a sealed batch that will not be written (its Kafka transaction aborted). Only the newest,
         and only with nothing applied on top of it (rollback() first)."""
-        if not self._sealed or self._sealed[-1] is not layer or layer.state is not None or layer.future is not None:
+        if not self._sealed or self._sealed[-1] is not layer or layer.state is not None or layer.owner:
             raise StateStoreError("discard_sealed: only the newest sealed batch, before it is written")
         if self._records or self._held or self._held_counts:
             raise StateStoreError("discard_sealed: roll back the open batch first")

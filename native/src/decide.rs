@@ -1403,7 +1403,7 @@ pub struct EventVals<'a> {
 
 /// apply() for the wire form, with the published drafts numbered and enveloped:
 /// (state_json, last sequence, events [(event_type, table, data_json, tombstone, value)], rejections, held).
-#[allow(clippy::too_many_arguments)]
+/// `commands`: the wire tuples, or their packed form (bytes: crate::packed::pack_wire), read as they are.
 pub fn apply_wire<'py>(
     py: Python<'py>,
     spec: &Spec,
@@ -1415,30 +1415,20 @@ pub fn apply_wire<'py>(
 ) -> R<Bound<'py, PyTuple>> {
     let ctx = Ctx::for_spec(spec);
     let ctx = &*ctx;
-    let cmds = commands_of(spec, ctx, commands, &WIRE, Some(txn_vals))?;
-    finish_wire(py, spec, ctx, state_json, cmds, aggregate_id, ev)
-}
-
-/// apply_wire() for the packed form of the commands (crate::packed::pack_wire's bytes).
-pub fn apply_packed<'py>(
-    py: Python<'py>,
-    spec: &Spec,
-    state_json: Option<&[u8]>,
-    packed: &[u8],
-    aggregate_id: &Bound<'py, PyString>,
-    txn_vals: &TxnVals,
-    ev: &EventVals<'_>,
-) -> R<Bound<'py, PyTuple>> {
-    let ctx = Ctx::for_spec(spec);
-    let ctx = &*ctx;
-    let items = match crate::json::loads(packed)? {
-        Val::List(items) => items,
-        _ => return Err(unsupported!("packed commands that are not a list")),
+    let cmds = match commands.downcast::<PyBytes>() {
+        Ok(packed) => {
+            let items = match crate::json::loads(packed.as_bytes())? {
+                Val::List(items) => items,
+                _ => return Err(unsupported!("packed commands that are not a list")),
+            };
+            let mut cmds = Vec::with_capacity(items.len());
+            for item in items.iter() {
+                cmds.push(command_from_val(py, spec, ctx, item, txn_vals)?);
+            }
+            cmds
+        }
+        Err(_) => commands_of(spec, ctx, commands, &WIRE, Some(txn_vals))?,
     };
-    let mut cmds = Vec::with_capacity(items.len());
-    for item in items.iter() {
-        cmds.push(command_from_val(py, spec, ctx, item, txn_vals)?);
-    }
     finish_wire(py, spec, ctx, state_json, cmds, aggregate_id, ev)
 }
 

@@ -91,7 +91,8 @@ impl DeclarativeCore {
     /// events numbered from `sequence` + 1 and enveloped: events [(event_type, table, data_json,
     /// tombstone, value)], where value is the record value; source_tail: the source block's JSON after
     /// its "table" ({"table":"",<tail>} = jsoncodec.dumps of the block with an empty table). Returns the
-    /// last sequence given out.
+    /// last sequence given out. `wire` may also be those commands packed (bytes: pack_wire, pack_txn),
+    /// which are read as they are, with no Python object per command.
     #[pyo3(signature = (state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence, schema_version,
                         occurred_at, source_tail))]
     #[allow(clippy::too_many_arguments)]
@@ -113,32 +114,6 @@ impl DeclarativeCore {
             let (vals, ev) =
                 txn_and_event_vals(commit_ts, txn_id, position, sequence, schema_version, occurred_at, source_tail)?;
             decide::apply_wire(py, &self.spec, state_json, wire, aggregate_id, &vals, &ev)
-        })()
-        .map_err(raise)
-    }
-
-    /// apply_wire() of the commands in their packed form (pack_wire's bytes; see packed.rs).
-    #[pyo3(signature = (state_json, packed, aggregate_id, commit_ts, txn_id, position, sequence, schema_version,
-                        occurred_at, source_tail))]
-    #[allow(clippy::too_many_arguments)]
-    fn apply_packed<'py>(
-        &self,
-        py: Python<'py>,
-        state_json: Option<&[u8]>,
-        packed: &[u8],
-        aggregate_id: &Bound<'py, PyString>,
-        commit_ts: &Bound<'py, PyAny>,
-        txn_id: &Bound<'py, PyAny>,
-        position: &Bound<'py, PyAny>,
-        sequence: &Bound<'py, PyAny>,
-        schema_version: &Bound<'py, PyAny>,
-        occurred_at: &Bound<'py, PyString>,
-        source_tail: &[u8],
-    ) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
-        (|| {
-            let (vals, ev) =
-                txn_and_event_vals(commit_ts, txn_id, position, sequence, schema_version, occurred_at, source_tail)?;
-            decide::apply_packed(py, &self.spec, state_json, packed, aggregate_id, &vals, &ev)
         })()
         .map_err(raise)
     }
@@ -308,7 +283,7 @@ fn murmur2(data: &[u8]) -> u32 {
 }
 
 /// The values of one source transaction (what a held entry records) and of its events' envelopes, as
-/// apply_wire and apply_packed take them.
+/// apply_wire takes them.
 #[allow(clippy::too_many_arguments)]
 fn txn_and_event_vals<'a>(
     commit_ts: &Bound<'_, PyAny>,
@@ -334,7 +309,7 @@ fn txn_and_event_vals<'a>(
 }
 
 /// pack_wire(wire) -> bytes: a transaction's wire commands (of one aggregate instance) in the packed
-/// form apply_packed reads; Unsupported for what the compiled apply would not take (see packed.rs).
+/// form apply_wire also reads; Unsupported for what the compiled apply would not take (see packed.rs).
 #[pyfunction]
 fn pack_wire<'py>(py: Python<'py>, wire: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     let raw = packed::pack(wire).map_err(raise)?;
@@ -366,8 +341,9 @@ fn partition_of(key: &str, partitions: u32) -> u32 {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // the spec format decide::Spec::from_dict reads (aggregate/native.py refuses a stale build)
-    m.add("SPEC_VERSION", 2)?;
+    // the spec format decide::Spec::from_dict reads and the API (3: apply_wire takes packed bytes);
+    // aggregate/native.py refuses a stale build
+    m.add("SPEC_VERSION", 3)?;
     m.add("Unsupported", m.py().get_type::<exc::Unsupported>())?;
     m.add_class::<DeclarativeCore>()?;
     m.add_function(wrap_pyfunction!(_dumps, m)?)?;

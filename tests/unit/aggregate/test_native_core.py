@@ -222,7 +222,7 @@ def note_event(what: str) -> None:
 
 def check_packed(core, args: tuple, got: tuple[str, Any]) -> None:
     """The same commands packed as the reader process packs them (mapping/packed.py): they unpack to the
-    same tuples, and apply_packed answers exactly as apply_wire did (or both step aside)."""
+    same tuples, and apply_wire answers them packed exactly as apply_wire did (or both step aside)."""
     wire = args[1]
     try:
         packed = _native.pack_wire(wire)
@@ -231,11 +231,11 @@ def check_packed(core, args: tuple, got: tuple[str, Any]) -> None:
         return
     note_event("packed")
     assert same(_native.unpack_wire(packed), wire)
-    via = outcome(core.apply_packed, args[0], packed, *args[2:])
+    via = outcome(core.apply_wire, args[0], packed, *args[2:])
     if got[0] == "raised":
         assert via[0] == "raised" and type(via[1]) is type(got[1]), (via, got)
     else:
-        assert via[0] == "ok" and same(via[1], got[1]), f"apply_packed differs:\n packed {via!r}\n wire   {got!r}"
+        assert via[0] == "ok" and same(via[1], got[1]), f"apply_wire of packed bytes differs:\n packed {via!r}\n wire   {got!r}"
 
 
 def source_block(txn: dict, table: str) -> dict:
