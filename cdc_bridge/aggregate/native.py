@@ -96,23 +96,6 @@ class Core(Protocol):
     def envelope(self, event_type: str, aggregate: str, aggregate_id: str, sequence: int, schema_version: int,
                  occurred_at: str, source_json: bytes, data_json: bytes) -> bytes: ...
 
-    def apply_wire(self, state_json: bytes | None, wire: list[tuple] | bytes, aggregate_id: str, commit_ts: float,
-                   txn_id: str, position: dict[str, Any] | None, sequence: int, schema_version: int,
-                   occurred_at: str, source_tail: bytes) -> tuple[bytes, int, list[Event], list[Rejection], list[Held]]:
-        """wire: the commands' tuples, or their packed form (bytes: mapping/packed.py)."""
-        try:
-            return self.core.apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence,
-                                        schema_version, occurred_at, source_tail)
-        except Unsupported:
-            self.fallbacks += 1
-            if isinstance(wire, bytes):
-                wire = _native.unpack_wire(wire)
-            return self.reference.apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence,
-                                             schema_version, occurred_at, source_tail)
-
-    def envelope(self, event_type: str, aggregate: str, aggregate_id: str, sequence: int, schema_version: int,
-                 occurred_at: str, source_json: bytes, data_json: bytes) -> bytes: ...
-
     def apply_wire(self, state_json: bytes | None, wire: list[tuple], aggregate_id: str, commit_ts: float,
                    txn_id: str, position: dict[str, Any] | None, sequence: int, schema_version: int,
                    occurred_at: str, source_tail: bytes
@@ -228,28 +211,19 @@ class NativeCore:
             self.fallbacks += 1
             return self.reference.apply(state_json, commands, aggregate_id)
 
-    def apply_wire(self, state_json: bytes | None, wire: list[tuple], aggregate_id: str, commit_ts: float,
+    def apply_wire(self, state_json: bytes | None, wire: list[tuple] | bytes, aggregate_id: str, commit_ts: float,
                    txn_id: str, position: dict[str, Any] | None, sequence: int, schema_version: int,
                    occurred_at: str, source_tail: bytes) -> tuple[bytes, int, list[Event], list[Rejection], list[Held]]:
+        """wire: the commands' tuples, or their packed form (bytes: mapping/packed.py)."""
         try:
             return self.core.apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence,
                                         schema_version, occurred_at, source_tail)
         except Unsupported:
             self.fallbacks += 1
+            if isinstance(wire, bytes):
+                wire = _native.unpack_wire(wire)
             return self.reference.apply_wire(state_json, wire, aggregate_id, commit_ts, txn_id, position, sequence,
                                              schema_version, occurred_at, source_tail)
-
-    def apply_packed(self, state_json: bytes | None, packed: bytes, aggregate_id: str, commit_ts: float,
-                     txn_id: str, position: dict[str, Any] | None, sequence: int, schema_version: int,
-                     occurred_at: str, source_tail: bytes) -> tuple[bytes, int, list[Event], list[Rejection], list[Held]]:
-        """apply_wire() of the commands in their packed form (mapping/packed.py)."""
-        try:
-            return self.core.apply_packed(state_json, packed, aggregate_id, commit_ts, txn_id, position, sequence,
-                                          schema_version, occurred_at, source_tail)
-        except Unsupported:
-            self.fallbacks += 1
-            return self.reference.apply_wire(state_json, _native.unpack_wire(packed), aggregate_id, commit_ts, txn_id,
-                                             position, sequence, schema_version, occurred_at, source_tail)
 
     def envelope(self, event_type: str, aggregate: str, aggregate_id: str, sequence: int, schema_version: int,
                  occurred_at: str, source_json: bytes, data_json: bytes) -> bytes:

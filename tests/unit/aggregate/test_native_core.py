@@ -806,3 +806,21 @@ def test_digit_run_detection(raw, n):
 def test_floats_equal_jsoncodec_with_and_without_a_big_int(xs, big):
     value = xs + [2**64] if big else xs
     assert _native._dumps(value) == dumps(value)
+
+
+@needs_native
+def test_packed_commands_the_compiled_core_refuses_reach_the_reference_as_tuples(orders_mapping):
+    """NativeCore.apply_wire with packed bytes: when the compiled core steps aside (here: a corrupt state),
+    the reference gets the commands unpacked and answers as it does for the tuples."""
+    decider = DeclarativeDecider(orders_mapping)
+    core, ref = core_for(decider), ReferenceCore(decider)
+    pos = {"gtid": "0-1-1", "binlog_file": "mysql-bin.000001", "binlog_pos": 10}
+    wire = [("Cmd", "Order", "42", "root", "42", "update", {"status": "paid"}, None, "shop.orders", 0, False)]
+    state = b'{"exists":true,"root":[1,2]}'
+    tail = (1.0, "0-1-1", pos, 0, 1, "2026-01-01T00:00:00.000000Z", b'"db":"shop"}')
+    before = core.fallbacks
+    got = outcome(core.apply_wire, state, _native.pack_wire(wire), "42", *tail)
+    expected = outcome(ref.apply_wire, state, wire, "42", *tail)
+    assert expected[0] == "raised" and got[0] == "raised", (got, expected)
+    assert type(got[1]) is type(expected[1]) and str(got[1]) == str(expected[1])
+    assert core.fallbacks == before + 1
